@@ -20,10 +20,23 @@ from .errors import (
     SeedplanError,
 )
 from .geometry import Grid
+from .sources import SeedModel, U_to_mCi, available_seed_models, load_seed_model, mCi_to_U, read_seed_model_file
+from .dose import dose_rate, dose_rate_grid, influence_matrix, total_dose, total_dose_grid
 
 __all__ = [
     "__version__",
     "Grid",
+    "dose_rate",
+    "total_dose",
+    "dose_rate_grid",
+    "total_dose_grid",
+    "influence_matrix",
+    "mCi_to_U",
+    "U_to_mCi",
+    "SeedModel",
+    "load_seed_model",
+    "read_seed_model_file",
+    "available_seed_models",
     "SeedplanError",
     "InputError",
     "InputTypeError",

@@ -1,0 +1,421 @@
+"""Seed optimisation: which candidate slots hold a seed, and the implant's single activity.
+
+Formulation
+-----------
+The optimiser works on dose-influence matrices (Gy per U of a permanent
+implant): ``A_T`` (target sample points x slots) and one ``A_O`` per organ at
+risk.  For one per-seed strength ``S`` (from the activity in mCi) it solves
+the mixed-integer programme, with SciPy's ``milp`` (HiGHS)::
+
+    minimise    sum_j x_j  +  lambda_cov * sum_i w_i s_i  +  lambda_oar * sum_k o_k / L_k
+    subject to  S * (A_T x)_i / PD + s_i >= c_i      for sampled target points i
+                S * (A_O x)_k - o_k      <= L_k      for sampled OAR points k
+                         x_a + x_b <= 1                      for conflicting slots (a, b)
+                x_j in {0, 1},  0 <= s_i <= c_i,  o_k >= 0
+
+on a down-sampled set of points (``c_i = 1``: the point should receive PD;
+``w_i`` its share of the target volume; the slacks keep the problem feasible
+when a goal cannot be met, and their weights make coverage and OAR sparing
+dominate the seed count).  Candidate slots are laid at half the seed
+spacing along each needle; the conflict rows keep the chosen seeds at
+least one seed spacing apart.
+
+At each activity of the sweep the LP relaxation of this programme (HiGHS) is rounded at 0.5 and refined by a deterministic local search on
+the full matrices: add the slot that covers most under-dosed target volume
+while a coverage goal fails, then remove seeds whose removal keeps every
+goal met.  At the best activity the mixed-integer programme itself is
+solved (HiGHS branch and bound, node-limited so that the result is
+deterministic), refined the same way, and kept when it is better.  One
+activity serves the whole implant, as clinics order one batch; the plan
+meeting all goals with the fewest seeds wins, ties going to the lower
+activity.  When no activity meets every goal the plan failing the fewest
+goals (then with the best coverage) is returned with the failed goals
+named.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError, PlanningError
+
+__all__ = ["SeedGoals", "SeedSolution", "optimise_seeds", "plan_quality"]
+
+
+@dataclass(frozen=True)
+class SeedGoals:
+    """The dose goals the optimiser must meet (doses in Gy, volumes in %)."""
+
+    prescription_Gy: float
+    d90_min_Gy: float
+    v100_min_pct: float = 95.0
+    v150_max_pct: float = 60.0
+    v200_max_pct: float = 30.0
+    oar_d01cc_max_Gy: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeedSolution:
+    """Result of :func:`optimise_seeds`.
+
+    Attributes
+    ----------
+    chosen : tuple of int
+        Indices of the slots that hold a seed, ascending.
+    activity_mCi, strength_U : float
+        The single per-seed activity and its air-kerma strength.
+    quality : dict
+        Metrics of the chosen plan on the full samples (see :func:`plan_quality`).
+    failed_goals : tuple of str
+        Goals the best plan does not meet (empty when all are met).
+    trials : tuple of dict
+        One summary per activity tried (for the report and reproducibility).
+    """
+
+    chosen: tuple[int, ...]
+    activity_mCi: float
+    strength_U: float
+    quality: Mapping[str, float]
+    failed_goals: tuple[str, ...]
+    trials: tuple[Mapping[str, Any], ...]
+    solve_time_s: float
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.chosen)
+
+    @property
+    def goals_met(self) -> bool:
+        return not self.failed_goals
+
+
+# ---------------------------------------------------------------- evaluation
+def _weighted_quantile_dose(dose: np.ndarray, weights: np.ndarray, covered_fraction: float) -> float:
+    """Largest D such that the weight with dose >= D is at least ``covered_fraction`` of the total."""
+    order = np.argsort(-dose, kind="stable")
+    cum = np.cumsum(weights[order])
+    k = int(np.searchsorted(cum, covered_fraction * cum[-1] - 1e-12 * cum[-1]))
+    return float(dose[order[min(k, len(order) - 1)]])
+
+
+def _hottest_volume_dose(dose: np.ndarray, weights_cm3: np.ndarray, volume_cm3: float) -> float:
+    """Minimum dose to the hottest ``volume_cm3`` (the structure's min dose if it is smaller)."""
+    if dose.size == 0:
+        return 0.0
+    order = np.argsort(-dose, kind="stable")
+    cum = np.cumsum(weights_cm3[order])
+    k = int(np.searchsorted(cum, volume_cm3 - 1e-12))
+    return float(dose[order[min(k, len(order) - 1)]])
+
+
+def plan_quality(
+    x: np.ndarray,
+    strength_U: float,
+    A_target: np.ndarray,
+    w_target: np.ndarray,
+    A_oars: Mapping[str, np.ndarray],
+    w_oars: Mapping[str, np.ndarray],
+    goals: SeedGoals,
+) -> dict[str, float]:
+    """D90, V100, V150, V200 of the target and D0.1cc of each OAR for slot selection ``x``."""
+    sel = np.flatnonzero(x)
+    pd = goals.prescription_Gy
+    d = strength_U * A_target[:, sel].sum(axis=1) if sel.size else np.zeros(A_target.shape[0])
+    wt = w_target.sum()
+    q = {
+        "D90_Gy": _weighted_quantile_dose(d, w_target, 0.90),
+        "V100_pct": 100.0 * w_target[d >= pd].sum() / wt,
+        "V150_pct": 100.0 * w_target[d >= 1.5 * pd].sum() / wt,
+        "V200_pct": 100.0 * w_target[d >= 2.0 * pd].sum() / wt,
+    }
+    for name, A in A_oars.items():
+        do = strength_U * A[:, sel].sum(axis=1) if sel.size else np.zeros(A.shape[0])
+        q[f"{name}:D0.1cc_Gy"] = _hottest_volume_dose(do, w_oars[name], 0.1)
+    return q
+
+
+def _failed(q: Mapping[str, float], goals: SeedGoals) -> list[str]:
+    out = []
+    if q["D90_Gy"] < goals.d90_min_Gy - 1e-9:
+        out.append(f"target D90 {q['D90_Gy']:.1f} Gy < {goals.d90_min_Gy:.1f} Gy")
+    if q["V100_pct"] < goals.v100_min_pct - 1e-9:
+        out.append(f"target V100 {q['V100_pct']:.1f} % < {goals.v100_min_pct:.1f} %")
+    if q["V150_pct"] > goals.v150_max_pct + 1e-9:
+        out.append(f"target V150 {q['V150_pct']:.1f} % > {goals.v150_max_pct:.1f} %")
+    if q["V200_pct"] > goals.v200_max_pct + 1e-9:
+        out.append(f"target V200 {q['V200_pct']:.1f} % > {goals.v200_max_pct:.1f} %")
+    for name, limit in goals.oar_d01cc_max_Gy.items():
+        key = f"{name}:D0.1cc_Gy"
+        if key in q and q[key] > limit + 1e-9:
+            out.append(f"{name} D0.1cc {q[key]:.1f} Gy > {limit:.1f} Gy")
+    return out
+
+
+# ----------------------------------------------------------------------- MILP
+def _milp(
+    S: float,
+    A_t: np.ndarray,
+    w_t: np.ndarray,
+    A_o: np.ndarray,
+    lim_o: np.ndarray,
+    pd: float,
+    time_limit_s: float,
+    node_limit: int,
+    lambda_cov: float,
+    lambda_oar: float,
+    conflicts: np.ndarray,
+) -> tuple[np.ndarray | None, str]:
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix, hstack, identity, vstack
+
+    n, k = A_t.shape
+    m = A_o.shape[0]
+    wn = w_t / w_t.sum()
+    c = np.concatenate([np.ones(k), lambda_cov * wn, lambda_oar / np.maximum(lim_o, 1e-9)])
+    rows = [hstack([csr_matrix(S * A_t / pd), identity(n, format="csr"), csr_matrix((n, m))])]
+    lo = [np.ones(n)]
+    hi = [np.full(n, np.inf)]
+    if m:
+        rows.append(hstack([csr_matrix(S * A_o), csr_matrix((m, n)), -identity(m, format="csr")]))
+        lo.append(np.full(m, -np.inf))
+        hi.append(lim_o)
+    if len(conflicts):
+        r = np.repeat(np.arange(len(conflicts)), 2)
+        pair = csr_matrix((np.ones(r.size), (r, conflicts.reshape(-1))), shape=(len(conflicts), k))
+        rows.append(hstack([pair, csr_matrix((len(conflicts), n + m))]))
+        lo.append(np.full(len(conflicts), -np.inf))
+        hi.append(np.ones(len(conflicts)))
+    cons = LinearConstraint(vstack(rows).tocsr(), np.concatenate(lo), np.concatenate(hi))
+    integrality = np.concatenate([np.full(k, 1 if node_limit > 0 else 0), np.zeros(n + m)])
+    bounds = Bounds(np.zeros(k + n + m), np.concatenate([np.ones(k), np.ones(n), np.full(m, np.inf)]))
+    res = milp(c, constraints=cons, integrality=integrality, bounds=bounds,
+               options={"node_limit": max(node_limit, 1), "time_limit": time_limit_s, "disp": False, "mip_rel_gap": 0.02})
+    if res.x is None:
+        return None, str(res.message)
+    status = "LP relaxation" if node_limit <= 0 else str(res.message).split("(")[-1].rstrip(")")
+    if node_limit <= 0:  # round the relaxation, then repair any conflict it creates
+        x = res.x[:k] >= 0.5
+        for a, b in conflicts:
+            if x[a] and x[b]:
+                x[b if res.x[b] < res.x[a] else a] = False
+        return x, status
+    return np.round(res.x[:k]).astype(bool), status
+
+
+# --------------------------------------------------------------- local search
+def _local_search(
+    x: np.ndarray,
+    S: float,
+    A_t: np.ndarray,
+    w_t: np.ndarray,
+    A_oars: Mapping[str, np.ndarray],
+    w_oars: Mapping[str, np.ndarray],
+    goals: SeedGoals,
+    conflicts: np.ndarray,
+    max_rounds: int = 200,
+) -> np.ndarray:
+    pd = goals.prescription_Gy
+    x = x.copy()
+    k = x.size
+    neighbours: list[list[int]] = [[] for _ in range(k)]
+    for a, b in conflicts:
+        neighbours[a].append(int(b))
+        neighbours[b].append(int(a))
+    oar_names = [n for n in goals.oar_d01cc_max_Gy if n in A_oars]
+
+    def coverage_ok(q):
+        return q["D90_Gy"] >= goals.d90_min_Gy - 1e-9 and q["V100_pct"] >= goals.v100_min_pct - 1e-9
+
+    def oar_ok(q):
+        return all(q[f"{n}:D0.1cc_Gy"] <= goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names)
+
+    q = plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals)
+    # 1. repair coverage: add the slot that brings most under-dosed volume to PD
+    for _ in range(max_rounds):
+        if coverage_ok(q):
+            break
+        d = S * A_t[:, x].sum(axis=1)
+        under = d < pd
+        blocked = np.zeros(k, dtype=bool)
+        for j in np.flatnonzero(x):
+            blocked[neighbours[j]] = True
+        free = np.flatnonzero(~x & ~blocked)
+        if free.size == 0:
+            break
+        gain = ((d[under, None] + S * A_t[np.ix_(under, free)]) >= pd).T @ w_t[under]
+        best = None
+        for j in free[np.argsort(-gain, kind="stable")][:8]:
+            trial = x.copy()
+            trial[j] = True
+            qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
+            if oar_ok(qt):
+                best = (trial, qt)
+                break
+        if best is None:
+            break
+        x, q = best
+    # 2. prune: remove seeds whose removal keeps every goal that is currently met
+    met_before = set(_failed(q, goals))
+    improved = True
+    while improved:
+        improved = False
+        sel = np.flatnonzero(x)
+        if sel.size == 0:
+            break
+        d = S * A_t[:, sel].sum(axis=1)
+        # least useful first: smallest dose delivered to target points near PD
+        near = np.abs(d - pd) < 0.5 * pd
+        contribution = (A_t[np.ix_(near, sel)] * w_t[near, None]).sum(axis=0)
+        for j in sel[np.argsort(contribution, kind="stable")]:
+            trial = x.copy()
+            trial[j] = False
+            qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
+            if set(_failed(qt, goals)) <= met_before and coverage_ok(qt) >= coverage_ok(q):
+                x, q = trial, qt
+                met_before = set(_failed(q, goals))
+                improved = True
+                break
+    return x
+
+
+# ------------------------------------------------------------------ top level
+def optimise_seeds(
+    A_target: np.ndarray,
+    w_target: np.ndarray,
+    goals: SeedGoals,
+    *,
+    A_oars: Mapping[str, np.ndarray] | None = None,
+    w_oars: Mapping[str, np.ndarray] | None = None,
+    U_per_mCi: float = 1.270,
+    activities_mCi: Sequence[float] | None = None,
+    activity_range_mCi: tuple[float, float] = (0.3, 1.0),
+    milp_points: int = 400,
+    milp_node_limit: int = 1,
+    milp_time_limit_s: float = 20.0,
+    conflicts: Sequence[tuple[int, int]] | np.ndarray = (),
+    rng: np.random.Generator | int | None = 0,
+) -> SeedSolution:
+    """Choose seed slots and one per-seed activity meeting the goals with the fewest seeds.
+
+    Parameters
+    ----------
+    A_target : (N, K) array
+        Total dose (Gy) per U of each candidate slot at each target sample point.
+    w_target : (N,) array
+        Volume (cm^3) each target sample represents.
+    goals : SeedGoals
+        Prescription and limits.
+    A_oars, w_oars : mapping name -> array, optional
+        The same for organs at risk with a D0.1cc limit in ``goals``.
+    activities_mCi : sequence of float, optional
+        Activities to try; default: 0.1 mCi steps over ``activity_range_mCi``,
+        refined by 0.05 mCi around the best.
+    conflicts : sequence of (int, int)
+        Pairs of slots that cannot both hold a seed (e.g. closer than the
+        seed spacing on one needle).
+    milp_node_limit, milp_time_limit_s : int, float
+        Branch-and-bound node limit (deterministic) and a wall-clock safety
+        limit that only a pathological case reaches (the result may then
+        depend on machine speed).
+    rng : Generator or int
+        Seeds the down-sampling of points for the MILP (deterministic).
+
+    Returns
+    -------
+    SeedSolution
+    """
+    t0 = time.perf_counter()
+    A_t = np.asarray(A_target, dtype=np.float64)
+    w_t = np.asarray(w_target, dtype=np.float64)
+    if A_t.ndim != 2 or A_t.shape[1] == 0:
+        raise PlanningError("no candidate seed slots: the needles do not cross the target region")
+    if w_t.shape != (A_t.shape[0],) or A_t.shape[0] == 0:
+        raise InputError("w_target must have one weight per row of A_target, and the target must have samples")
+    A_oars = {k: np.asarray(v, dtype=np.float64) for k, v in (A_oars or {}).items()}
+    w_oars = {k: np.asarray(v, dtype=np.float64) for k, v in (w_oars or {}).items()}
+    lo, hi = activity_range_mCi
+    if not (0 < lo <= hi):
+        raise InputError(f"activity_range_mCi must satisfy 0 < low <= high, got {activity_range_mCi}")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    pairs = np.asarray(conflicts, dtype=np.int64).reshape(-1, 2)
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= A_t.shape[1]):
+        raise InputError("conflicts must index candidate slots (columns of A_target)")
+
+    # down-sample for the MILP: target points, and OAR points that could exceed their limit
+    n = A_t.shape[0]
+    pick = np.sort(gen.choice(n, size=min(n, milp_points), replace=False))
+    A_sub, w_sub = A_t[pick], w_t[pick]
+    oar_rows, oar_lims = [], []
+    s_max = hi * U_per_mCi
+    for name, limit in goals.oar_d01cc_max_Gy.items():
+        if name not in A_oars:
+            continue
+        A = A_oars[name]
+        worst = s_max * A.sum(axis=1)
+        cand = np.flatnonzero(worst > limit)
+        cand = cand[np.argsort(-worst[cand], kind="stable")][:300]
+        oar_rows.append(A[cand])
+        oar_lims.append(np.full(cand.size, limit))
+    A_o = np.vstack(oar_rows) if oar_rows else np.zeros((0, A_t.shape[1]))
+    lim_o = np.concatenate(oar_lims) if oar_lims else np.zeros(0)
+
+    trials: list[dict[str, Any]] = []
+    cache: dict[float, tuple[np.ndarray, dict, list]] = {}
+
+    def run(a: float, node_limit: int = 0) -> tuple[np.ndarray, dict, list]:
+        a = round(float(a), 3)
+        if a in cache and node_limit == 0:
+            return cache[a]
+        S = a * U_per_mCi
+        x0, status = _milp(S, A_sub, w_sub, A_o, lim_o, goals.prescription_Gy, milp_time_limit_s, node_limit, 400.0,
+                           1000.0, pairs)
+        if x0 is None:
+            x0 = np.zeros(A_t.shape[1], dtype=bool)
+        x = _local_search(x0, S, A_t, w_t, A_oars, w_oars, goals, pairs)
+        q = plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals)
+        fails = _failed(q, goals)
+        trials.append({"activity_mCi": a, "n_seeds": int(x.sum()), "solver": status, "failed_goals": fails,
+                       **{k: round(v, 3) for k, v in q.items()}})
+        if a not in cache or (len(fails), int(x.sum())) < (len(cache[a][2]), int(cache[a][0].sum())):
+            cache[a] = (x, q, fails)
+        return cache[a]
+
+    def key(a: float):
+        x, q, fails = cache[round(float(a), 3)]
+        shortfall = max(0.0, goals.v100_min_pct - q["V100_pct"]) + max(0.0, goals.d90_min_Gy - q["D90_Gy"])
+        return (len(fails), shortfall if fails else 0.0, int(x.sum()), a)
+
+    if activities_mCi is not None:
+        grid = sorted({round(float(a), 3) for a in activities_mCi})
+        for a in grid:
+            if not (lo - 1e-9 <= a <= hi + 1e-9):
+                raise InputError(f"activity {a} mCi is outside activity_range_mCi {activity_range_mCi}")
+            run(a)
+    else:
+        grid = list(np.round(np.arange(lo, hi + 1e-9, 0.1), 3))
+        if grid[-1] < hi - 1e-9:
+            grid.append(round(hi, 3))
+        for a in grid:
+            run(a)
+        best = min(cache, key=key)
+        for a in (best - 0.05, best + 0.05):
+            if lo - 1e-9 <= a <= hi + 1e-9:
+                run(a)
+    best = min(cache, key=key)
+    if milp_node_limit > 0:
+        run(best, milp_node_limit)  # the mixed-integer programme at the chosen activity; kept if better
+        best = min(cache, key=key)
+    x, q, fails = cache[best]
+    return SeedSolution(
+        chosen=tuple(int(i) for i in np.flatnonzero(x)),
+        activity_mCi=float(best),
+        strength_U=float(best * U_per_mCi),
+        quality=q,
+        failed_goals=tuple(fails),
+        trials=tuple(sorted(trials, key=lambda t: t["activity_mCi"])),
+        solve_time_s=time.perf_counter() - t0,
+    )

@@ -1,1 +1,49 @@
-"""seedplan.imaging"""
+"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation and the spine phantom."""
+
+from __future__ import annotations
+
+from .ct import CTImage, deterministic_uid, load_ct, write_ct_dicom_series, write_ct_image
+from .phantom import LEVELS, SpinePhantom, export_phantom_case, make_spine_phantom, vertebra_dimensions
+from .segmentation import bone_masks, connected_components, dice, spinal_canal, vertebral_body_near
+from .structures import (
+    Role,
+    Structure,
+    StructureNotFoundError,
+    StructureSet,
+    guess_role,
+    load_label_map,
+    load_mask,
+    load_rtstruct,
+    rasterize_polygons,
+    write_label_map,
+    write_rtstruct,
+)
+
+__all__ = [
+    "CTImage",
+    "load_ct",
+    "write_ct_dicom_series",
+    "write_ct_image",
+    "deterministic_uid",
+    "Role",
+    "Structure",
+    "StructureSet",
+    "StructureNotFoundError",
+    "guess_role",
+    "load_label_map",
+    "load_mask",
+    "load_rtstruct",
+    "write_rtstruct",
+    "write_label_map",
+    "rasterize_polygons",
+    "bone_masks",
+    "connected_components",
+    "vertebral_body_near",
+    "spinal_canal",
+    "dice",
+    "SpinePhantom",
+    "make_spine_phantom",
+    "export_phantom_case",
+    "vertebra_dimensions",
+    "LEVELS",
+]

@@ -1,0 +1,582 @@
+"""CT volumes: the :class:`CTImage` container, loaders and a DICOM CT writer.
+
+Coordinates are DICOM patient LPS in millimetres (see :mod:`seedplan.geometry`).
+HU arrays are indexed ``[z, y, x]`` (``[k, j, i]``) like every array on a
+:class:`~seedplan.geometry.Grid`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..errors import FileFormatError, GeometryError, InputError
+from ..geometry import Grid
+
+__all__ = ["CTImage", "load_ct", "write_ct_image", "write_ct_dicom_series", "deterministic_uid"]
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Largest relative deviation of one slice gap from the median gap accepted
+#: as "uniform" slice spacing.
+SLICE_GAP_RTOL = 0.02
+
+
+@dataclass(frozen=True)
+class CTImage:
+    """A CT volume in Hounsfield units on a :class:`~seedplan.geometry.Grid`.
+
+    Parameters
+    ----------
+    grid : Grid
+        Geometry (origin, spacing, direction, size) in patient LPS mm.
+    hu : numpy.ndarray
+        HU values, shape ``grid.shape`` (``[z, y, x]``), float32 or int16.
+    series_uid : str, optional
+        DICOM SeriesInstanceUID when the volume came from (or was written to)
+        a DICOM series.
+    description : str
+        Free text (series description or file name).
+    frame_of_reference_uid, study_uid : str, optional
+        DICOM FrameOfReferenceUID / StudyInstanceUID, when known.
+    sop_instance_uids : tuple of str
+        SOPInstanceUID of each slice ``k`` (empty when unknown).
+    patient_id : str, optional
+        DICOM PatientID when known.
+    """
+
+    grid: Grid
+    hu: np.ndarray
+    series_uid: str | None = None
+    description: str = ""
+    frame_of_reference_uid: str | None = None
+    study_uid: str | None = None
+    sop_instance_uids: tuple[str, ...] = field(default=(), repr=False)
+    patient_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grid, Grid):
+            raise InputError(f"CTImage.grid must be a seedplan.geometry.Grid, got {type(self.grid).__name__}")
+        hu = np.asarray(self.hu)
+        if hu.shape != self.grid.shape:
+            raise GeometryError(
+                f"CTImage.hu has shape {hu.shape} but the grid expects {self.grid.shape} (z, y, x)"
+            )
+        if hu.dtype not in (np.float32, np.int16):
+            if not np.issubdtype(hu.dtype, np.number) or hu.dtype == bool:
+                raise InputError(f"CTImage.hu must be numeric HU values, got dtype {hu.dtype}")
+            hu = hu.astype(np.float32)
+        if hu.dtype == np.float32 and not np.all(np.isfinite(hu)):
+            raise InputError("CTImage.hu contains NaN or infinite values")
+        object.__setattr__(self, "hu", hu)
+        uids = tuple(str(u) for u in self.sop_instance_uids)
+        if uids and len(uids) != self.grid.size[2]:
+            raise InputError(
+                f"CTImage.sop_instance_uids has {len(uids)} entries, expected one per slice ({self.grid.size[2]})"
+            )
+        object.__setattr__(self, "sop_instance_uids", uids)
+
+    def to_sitk(self) -> Any:
+        """The volume as a SimpleITK image with full geometry."""
+        return self.grid.to_sitk(self.hu)
+
+
+# ----------------------------------------------------------------------------- helpers
+def deterministic_uid(*parts: Any) -> str:
+    """A valid DICOM UID (``2.25.<int>``) derived deterministically from ``parts``."""
+    import hashlib
+
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).hexdigest()
+    return "2.25." + str(int(digest[:32], 16))  # 128-bit integer: at most 44 characters
+
+
+def _has_image_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in _IMAGE_SUFFIXES)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_sitk(path: Path) -> Any:
+    import SimpleITK as sitk
+
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[-1] if first else ""
+        raise FileFormatError(
+            f"cannot read image file {path}: not a readable NIfTI/NRRD/MHA/MHD image ({detail[:200]})"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- loading
+def load_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTImage:
+    """Load a CT volume in HU with its full geometry.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder holding a DICOM series (files directly inside it), or a
+        ``.nii``/``.nii.gz``, ``.nrrd``, ``.mha``/``.mhd`` file (values taken
+        as HU), or a single DICOM file (its whole series is read from the
+        same folder).
+    series_uid : str, optional
+        SeriesInstanceUID to read when the folder holds several series.
+        Without it the largest series is read (with a warning); equal-sized
+        series are ambiguous and raise.
+
+    Returns
+    -------
+    CTImage
+
+    Raises
+    ------
+    FileFormatError
+        Missing path, folder without DICOM images, corrupt or unreadable file.
+    GeometryError
+        Non-uniform slice spacing (missing slices), duplicate slice positions,
+        inconsistent orientation or matrix size inside the series.
+    InputError
+        ``series_uid`` not found, or several equally large series.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(f"CT path {p} does not exist (expected a DICOM folder or a NIfTI/NRRD/MHA file)")
+    if p.is_dir():
+        return _load_dicom_folder(p, series_uid)
+    if _has_image_suffix(p):
+        img = _read_sitk(p)
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise FileFormatError(f"{p} has {img.GetNumberOfComponentsPerPixel()} components per voxel; a CT needs 1")
+        if img.GetDimension() != 3:
+            raise FileFormatError(f"{p} is {img.GetDimension()}D; a CT volume must be 3D")
+        import SimpleITK as sitk
+
+        arr = sitk.GetArrayFromImage(img)
+        arr = arr if arr.dtype == np.int16 else arr.astype(np.float32)
+        return CTImage(grid=Grid.from_sitk(img), hu=arr, description=p.name)
+    if _looks_like_dicom(p) or p.suffix.lower() in (".dcm", ".ima"):
+        if not _looks_like_dicom(p):
+            _read_header(p)  # raises a clear FileFormatError for corrupt files
+        if series_uid is None:
+            hdr = _read_header(p)
+            series_uid = str(getattr(hdr, "SeriesInstanceUID", "") or "") or None
+        return _load_dicom_folder(p.parent, series_uid)
+    raise FileFormatError(
+        f"cannot load CT from {p}: expected a DICOM series folder or a file ending in "
+        + ", ".join(_IMAGE_SUFFIXES)
+    )
+
+
+def _read_header(path: Path) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError as exc:
+        raise FileFormatError(f"{path} is not a valid DICOM file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on corrupt input
+        raise FileFormatError(f"{path} is a corrupt or unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def _scan_folder(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
+    """Group the DICOM image files of ``folder`` by SeriesInstanceUID."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    try:
+        entries = sorted(e for e in folder.iterdir() if e.is_file() and not e.name.startswith("."))
+    except OSError as exc:
+        raise FileFormatError(f"cannot list CT folder {folder}: {exc.strerror or exc}") from None
+    for f in entries:
+        is_dicom_name = f.suffix.lower() in (".dcm", ".ima") or f.suffix == ""
+        magic = _looks_like_dicom(f)
+        if not magic and not (f.suffix.lower() in (".dcm", ".ima")):
+            if not is_dicom_name:
+                continue  # README.txt, labels.json, ...: not DICOM, ignore
+            try:  # extension-less: maybe DICOM without preamble
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=False)
+            except (InvalidDicomError, Exception):  # noqa: BLE001
+                continue
+        else:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError as exc:
+                raise FileFormatError(f"{f} is not a valid DICOM file ({exc}); remove it from {folder}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise FileFormatError(
+                    f"{f} is a corrupt DICOM file ({type(exc).__name__}: {exc}); remove or replace it"
+                ) from None
+        if "ImagePositionPatient" not in ds or "PixelSpacing" not in ds or "Rows" not in ds:
+            if str(getattr(ds, "Modality", "")) in ("CT", "MR", "PT") or str(
+                getattr(ds, "SOPClassUID", "")
+            ) == CT_IMAGE_STORAGE:
+                raise FileFormatError(
+                    f"{f} is an incomplete {getattr(ds, 'Modality', 'image')} file (no ImagePositionPatient/"
+                    "PixelSpacing/Rows; truncated?); remove or replace it"
+                )
+            continue  # RTSTRUCT, RTPLAN, DICOMDIR... not an image slice
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "<no SeriesInstanceUID>")
+        series.setdefault(uid, []).append((f, ds))
+    return series
+
+
+def _floats(ds: Any, keyword: str, n: int, path: Path) -> np.ndarray:
+    try:
+        v = np.asarray([float(x) for x in ds[keyword].value], dtype=float)
+    except Exception:  # noqa: BLE001
+        raise FileFormatError(f"{path}: {keyword} is missing or not numeric") from None
+    if v.shape != (n,) or not np.all(np.isfinite(v)):
+        raise FileFormatError(f"{path}: {keyword} must have {n} finite numbers, got {v.tolist()}")
+    return v
+
+
+def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTImage:
+    series = _scan_folder(folder)
+    if not series:
+        raise FileFormatError(
+            f"no DICOM image files found in {folder} (expected one file per CT slice with "
+            "ImagePositionPatient; NIfTI/NRRD/MHA files must be given as a file path)"
+        )
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputError(
+                f"series {series_uid} not found in {folder}; available series: "
+                + ", ".join(f"{u} ({len(v)} files)" for u, v in series.items())
+            )
+        chosen = series_uid
+    elif len(series) == 1:
+        chosen = next(iter(series))
+    else:
+        sizes = sorted(((len(v), u) for u, v in series.items()), reverse=True)
+        listing = ", ".join(f"{u} ({n} files)" for n, u in sizes)
+        if sizes[0][0] == sizes[1][0]:
+            raise InputError(
+                f"{folder} holds several DICOM series of the same size ({listing}); "
+                "choose one with series_uid="
+            )
+        chosen = sizes[0][1]
+        warnings.warn(
+            f"{folder} holds {len(series)} DICOM series ({listing}); reading the largest, {chosen}. "
+            "Pass series_uid= to choose another.",
+            stacklevel=3,
+        )
+    files = series[chosen]
+    return _assemble_series(folder, chosen, files)
+
+
+def _assemble_series(folder: Path, uid: str, files: list[tuple[Path, Any]]) -> CTImage:
+    f0, ds0 = files[0]
+    iop = _floats(ds0, "ImageOrientationPatient", 6, f0) if "ImageOrientationPatient" in ds0 else np.array(
+        [1.0, 0, 0, 0, 1, 0]
+    )
+    row, col = iop[:3], iop[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise GeometryError(f"{f0}: ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors")
+    normal = np.cross(row, col)
+    ps0 = _floats(ds0, "PixelSpacing", 2, f0)
+    rows, cols = int(ds0.Rows), int(ds0.Columns)
+    positions = []
+    for f, ds in files:
+        if "ImageOrientationPatient" in ds and not np.allclose(
+            _floats(ds, "ImageOrientationPatient", 6, f), iop, atol=1e-4
+        ):
+            raise GeometryError(f"{f} has a different ImageOrientationPatient from {f0} in series {uid} of {folder}")
+        if int(ds.Rows) != rows or int(ds.Columns) != cols:
+            raise GeometryError(f"{f} has a different matrix size from {f0} in series {uid} of {folder}")
+        if not np.allclose(_floats(ds, "PixelSpacing", 2, f), ps0, rtol=1e-4):
+            raise GeometryError(f"{f} has a different PixelSpacing from {f0} in series {uid} of {folder}")
+        positions.append(_floats(ds, "ImagePositionPatient", 3, f))
+    pos = np.asarray(positions)
+    dist = pos @ normal
+    order = np.argsort(dist, kind="stable")
+    files = [files[i] for i in order]
+    pos, dist = pos[order], dist[order]
+    if len(files) > 1:
+        gaps = np.diff(dist)
+        if np.any(gaps < 1e-3):
+            i = int(np.argmin(gaps))
+            raise GeometryError(
+                f"series {uid} in {folder} has two slices at the same position ({files[i][0].name} and "
+                f"{files[i + 1][0].name}, {dist[i]:.3f} mm along the slice normal); remove duplicates"
+            )
+        dz = float(np.median(gaps))
+        bad = np.nonzero(np.abs(gaps - dz) > SLICE_GAP_RTOL * dz + 1e-3)[0]
+        if bad.size:
+            i = int(bad[0])
+            raise GeometryError(
+                f"series {uid} in {folder} has non-uniform slice spacing: gap of {gaps[i]:.3f} mm between "
+                f"{files[i][0].name} and {files[i + 1][0].name} (at {dist[i]:.2f} -> {dist[i + 1]:.2f} mm) "
+                f"while the median gap is {dz:.3f} mm; a slice is probably missing. Complete the series "
+                "or resample it to a uniform spacing."
+            )
+        # in-plane drift (gantry tilt) is not a regular grid either
+        lateral = pos - pos[0] - np.outer(dist - dist[0], normal)
+        if np.max(np.linalg.norm(lateral, axis=1)) > 0.01 * max(float(ps0.min()), 1e-3) + 0.01:
+            raise GeometryError(
+                f"series {uid} in {folder}: slice origins do not lie on a line along the slice normal "
+                "(gantry tilt or sheared acquisition); resample it before planning"
+            )
+    else:
+        dz = float(getattr(ds0, "SliceThickness", 0) or 0) or 1.0
+    hu = np.empty((len(files), rows, cols), dtype=np.float32)
+    for k, (f, _) in enumerate(files):
+        hu[k] = _read_slice_hu(f, rows, cols)
+    direction = np.column_stack([row, col, normal])
+    grid = Grid(pos[0], (float(ps0[1]), float(ps0[0]), dz), (cols, rows, len(files)), direction)
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo >= -32768 and hi <= 32767 and np.all(hu == np.round(hu)):
+        hu = hu.astype(np.int16)
+    return CTImage(
+        grid=grid,
+        hu=hu,
+        series_uid=None if uid.startswith("<") else uid,
+        description=str(getattr(ds0, "SeriesDescription", "") or folder.name),
+        frame_of_reference_uid=str(getattr(ds0, "FrameOfReferenceUID", "") or "") or None,
+        study_uid=str(getattr(ds0, "StudyInstanceUID", "") or "") or None,
+        sop_instance_uids=tuple(str(getattr(ds, "SOPInstanceUID", "")) for _, ds in files)
+        if all("SOPInstanceUID" in ds for _, ds in files)
+        else (),
+        patient_id=str(getattr(ds0, "PatientID", "") or "") or None,
+    )
+
+
+def _read_slice_hu(path: Path, rows: int, cols: int) -> np.ndarray:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001
+        raise FileFormatError(
+            f"cannot read the pixel data of {path} ({type(exc).__name__}: {exc}); the file is corrupt, "
+            "truncated or uses an unsupported compression"
+        ) from None
+    if arr.shape != (rows, cols):
+        raise FileFormatError(f"{path}: pixel data has shape {arr.shape}, expected ({rows}, {cols})")
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- writing
+def write_ct_image(ct: CTImage, path: str | os.PathLike[str]) -> Path:
+    """Write ``ct`` as a NIfTI (``.nii``/``.nii.gz``), NRRD or MHA/MHD file (atomically).
+
+    Returns the path written.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not _has_image_suffix(p):
+        raise InputError(f"cannot write {p}: the name must end in one of {', '.join(_IMAGE_SUFFIXES)}")
+    img = ct.to_sitk()
+    if p.name.lower().endswith(".mhd"):
+        # MetaImage header + raw data: two files, write them into place directly.
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sitk.WriteImage(img, str(p))
+        except RuntimeError as exc:
+            raise FileFormatError(f"cannot write {p}: {str(exc).strip().splitlines()[-1]}") from None
+        return p
+    with atomic_path(p) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), useCompression=p.name.lower().endswith((".gz", ".nrrd", ".mha")))
+        except RuntimeError as exc:
+            raise FileFormatError(f"cannot write {p}: {str(exc).strip().splitlines()[-1]}") from None
+    return p
+
+
+def write_ct_dicom_series(
+    ct: CTImage,
+    folder: str | os.PathLike[str],
+    *,
+    patient_id: str = "SEEDPLAN-PHANTOM",
+    patient_name: str = "Seedplan^Phantom",
+    series_description: str | None = None,
+    study_description: str = "seedplan",
+    series_number: int = 1,
+    uid_seed: Any = None,
+    overwrite: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> CTImage:
+    """Write ``ct`` as a DICOM CT series, one file per slice (``CT_0001.dcm`` ...).
+
+    Parameters
+    ----------
+    ct : CTImage
+        Volume to write.  Oblique and flipped directions are kept exactly
+        (ImageOrientationPatient/ImagePositionPatient per slice).
+    folder : path-like
+        Output folder, created if needed.
+    patient_id, patient_name, series_description, study_description, series_number
+        DICOM identification attributes.
+    uid_seed : any, optional
+        When given, every UID (study, series, frame of reference, SOP
+        instances) is derived deterministically from it; otherwise the UIDs
+        already on ``ct`` are reused and missing ones are random (give a CT
+        without UIDs, or a seed, to create a genuinely new series).
+    overwrite : bool
+        When False, refuse to write into a folder that already holds
+        ``.dcm`` files.  When True (default), ``CT_*.dcm`` files left from a
+        previous series are removed after the new series is in place.
+    progress : callable, optional
+        Receives short progress messages.
+
+    Returns
+    -------
+    CTImage
+        ``ct`` with the UIDs of the written series (``series_uid``,
+        ``frame_of_reference_uid``, ``study_uid``, ``sop_instance_uids``).
+
+    Notes
+    -----
+    HU are stored as signed 16-bit integers with RescaleSlope 1 and
+    RescaleIntercept 0 when they fit (rounded to 1 HU); otherwise a slope is
+    chosen so the range fits.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"DICOM output folder {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    old = sorted(out.glob("*.dcm"))
+    if old and not overwrite:
+        raise InputError(f"{out} already holds {len(old)} .dcm files; pass overwrite=True or use an empty folder")
+
+    grid = ct.grid
+    nx, ny, nz = grid.size
+
+    def uid(kind: str, existing: str | None) -> str:
+        if uid_seed is not None:
+            return deterministic_uid("seedplan", uid_seed, kind)
+        return existing or str(generate_uid())
+
+    study_uid = uid("study", ct.study_uid)
+    series_uid = uid("series", ct.series_uid if uid_seed is None and ct.series_uid else None)
+    for_uid = uid("for", ct.frame_of_reference_uid)
+    if uid_seed is not None:
+        sop_uids = tuple(deterministic_uid("seedplan", uid_seed, "sop", k) for k in range(nz))
+    elif len(ct.sop_instance_uids) == nz:
+        sop_uids = ct.sop_instance_uids
+    else:
+        sop_uids = tuple(str(generate_uid()) for _ in range(nz))
+
+    hu = np.asarray(ct.hu, dtype=np.float64)
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo >= -32768 and hi <= 32767:
+        slope, intercept = 1.0, 0.0
+    else:
+        intercept = (lo + hi) / 2.0
+        slope = max((hi - lo) / 65000.0, 1e-6)
+    stored = np.clip(np.round((hu - intercept) / slope), -32768, 32767).astype(np.int16)
+
+    dmat = grid.direction_matrix
+    row_dir, col_dir = dmat[:, 0], dmat[:, 1]
+    sp = grid.spacing
+    date = "20260101" if (uid_seed is not None or ct.sop_instance_uids) else _dt.date.today().strftime("%Y%m%d")
+    desc = series_description if series_description is not None else (ct.description or "seedplan CT")
+
+    def ds_str(v: float) -> str:
+        s = f"{v:.6f}".rstrip("0").rstrip(".")
+        return s if s not in ("-0", "") else "0"
+
+    written: list[Path] = []
+    for k in range(nz):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uids[k]
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uids[k]
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.AccessionNumber = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "seedplan"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = study_description
+        ds.SeriesDescription = desc[:64]
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "O"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = int(series_number)
+        ds.InstanceNumber = k + 1
+        ds.AcquisitionNumber = 1
+        ds.FrameOfReferenceUID = for_uid
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ipp = grid.index_to_world((0.0, 0.0, float(k)))
+        ds.ImagePositionPatient = [ds_str(v) for v in ipp]
+        ds.ImageOrientationPatient = [ds_str(v) for v in np.concatenate([row_dir, col_dir])]
+        ds.SliceLocation = ds_str(float(ipp @ np.cross(row_dir, col_dir)))
+        ds.SliceThickness = ds_str(sp[2])
+        ds.SpacingBetweenSlices = ds_str(sp[2])
+        ds.PixelSpacing = [ds_str(sp[1]), ds_str(sp[0])]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = ny
+        ds.Columns = nx
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = ds_str(intercept)
+        ds.RescaleSlope = ds_str(slope)
+        ds.RescaleType = "HU"
+        ds.KVP = "120"
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
+        path = out / f"CT_{k + 1:04d}.dcm"
+        with atomic_path(path) as tmp:
+            try:
+                ds.save_as(tmp, enforce_file_format=True)
+            except Exception as exc:  # noqa: BLE001
+                raise FileFormatError(f"cannot write DICOM slice {path}: {exc}") from None
+        written.append(path)
+        if progress is not None and (k + 1) % 50 == 0:
+            progress(f"wrote {k + 1}/{nz} CT slices")
+    keep = set(written)
+    for f in old:
+        if f not in keep and f.name.startswith("CT_"):
+            f.unlink(missing_ok=True)
+    return replace(
+        ct,
+        series_uid=series_uid,
+        frame_of_reference_uid=for_uid,
+        study_uid=study_uid,
+        sop_instance_uids=sop_uids,
+        patient_id=patient_id,
+        description=desc,
+    )
+

@@ -35,6 +35,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- plan
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .io.case import load_case
+    from .io.plan_table import format_plan_table
+    from .outputs import write_plan_outputs
+    from .planning.planner import PlanningOptions, plan_case
+
+    _progress(f"loading case {args.case}")
+    case = load_case(args.case)
+    opts = PlanningOptions(**{k: v for k, v in case.planning.items()})
+    result = plan_case(case.ct, case.structures, case.prescription, options=opts,
+                       case_reference=case.reference, progress=_progress)
+    files = write_plan_outputs(result, Path(args.out), progress=_progress)
+    print(format_plan_table(result.plan))
+    for label, path in files.items():
+        print(f"{label}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- dose
+def _cmd_dose(args: argparse.Namespace) -> int:
+    from .geometry import Grid
+    from .io.volumes import write_volume
+    from .outputs import write_metrics
+    from .plan import load_plan, save_plan
+    from .planning.planner import compute_plan_dose, evaluate_plan, plan_results
+
+    plan = load_plan(args.plan)
+    out = Path(args.out) if args.out else Path(args.plan).resolve().parent
+    case_file = plan.case.get("case_file")
+    structures = None
+    if case_file and Path(case_file).exists():
+        from .io.case import load_case
+
+        case = load_case(case_file)
+        reference, structures = case.ct.grid, case.structures
+    else:
+        lo = plan.positions_mm.min(axis=0) - 30.0
+        hi = plan.positions_mm.max(axis=0) + 30.0
+        reference = Grid.from_bounds(lo, hi, args.spacing_mm)
+    _progress(f"recomputing the dose of {plan.n_seeds} seeds ({plan.seed_model}, TG-43 {plan.formalism})")
+    grid, dose = compute_plan_dose(plan, reference, spacing_mm=args.spacing_mm)
+    path = write_volume(grid, dose, out / "dose.nrrd")
+    print(f"dose: {path}  (max {dose.max():.1f} Gy on {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels)")
+    if structures is not None:
+        ev = evaluate_plan(plan, structures, reference)
+        results = plan_results(plan, ev)
+        print(f"metrics: {write_metrics(results, out / 'metrics.json')}")
+        t = results.get("target", {})
+        if t:
+            print(f"target D90 {t['D90_Gy']:.1f} Gy, V100 {t['V100_pct']:.1f} %")
+        if args.update:
+            print(f"plan: {save_plan(plan.with_results(results), args.plan)}")
+    return 0
+
+
 # ------------------------------------------------------------------------ phantom
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from .imaging.phantom import export_phantom_case, make_spine_phantom
@@ -81,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lesion-diameter-mm", type=float, default=30.0, help="lesion diameter in mm (default 30)")
     d.add_argument("--lesion-type", choices=["lytic", "blastic"], default="lytic")
     d.set_defaults(func=_cmd_demo)
+
+    pl = sub.add_parser("plan", help="plan needles and seeds for a case file (CT + structures)")
+    pl.add_argument("case", help="case file (JSON, see examples/case_phantom.json)")
+    pl.add_argument("--out", default="seedplan_plan", help="output folder (default: seedplan_plan)")
+    pl.set_defaults(func=_cmd_plan)
+
+    ds = sub.add_parser("dose", help="recompute the dose (and metrics) of a saved plan")
+    ds.add_argument("plan", help="plan.json")
+    ds.add_argument("--out", default=None, help="output folder (default: the plan's folder)")
+    ds.add_argument("--spacing-mm", type=float, default=1.0, help="dose grid spacing (default 1 mm)")
+    ds.add_argument("--update", action="store_true", help="store the recomputed metrics in the plan file")
+    ds.set_defaults(func=_cmd_dose)
 
     ph = sub.add_parser("phantom", help="write the synthetic spine phantom as DICOM CT + RTSTRUCT + NIfTI labels")
     ph.add_argument("out", help="output folder")

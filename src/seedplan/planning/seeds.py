@@ -258,7 +258,11 @@ def _local_search(
         if best is None:
             break
         x, q = best
-    # 2. prune: remove seeds whose removal keeps every goal that is currently met
+    # 2. hot spots: while V150 / V200 exceed their limits, move or remove the seed whose
+    #    change lowers the excess most, keeping coverage and OAR limits
+    x = _cool_hot_spots(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours)
+    q = plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals)
+    # 3. prune: remove seeds whose removal keeps every goal that is currently met
     met_before = set(_failed(q, goals))
     improved = True
     while improved:
@@ -279,6 +283,60 @@ def _local_search(
                 met_before = set(_failed(q, goals))
                 improved = True
                 break
+    return x
+
+def _cool_hot_spots(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, max_moves: int = 60):
+    """Swap or remove seeds to bring V150 and V200 under their limits without losing coverage."""
+    pd = goals.prescription_Gy
+    wsum = w_t.sum()
+    oar_names = [n for n in goals.oar_d01cc_max_Gy if n in A_oars]
+
+    def excess(d):
+        v100 = (d >= pd - 1e-9).astype(float).T @ w_t * (100.0 / wsum)
+        v90 = (d >= goals.d90_min_Gy - 1e-9).astype(float).T @ w_t * (100.0 / wsum)
+        v150 = (d >= 1.5 * pd).astype(float).T @ w_t * (100.0 / wsum)
+        v200 = (d >= 2.0 * pd).astype(float).T @ w_t * (100.0 / wsum)
+        hot = np.maximum(v150 - goals.v150_max_pct, 0) + np.maximum(v200 - goals.v200_max_pct, 0)
+        ok = (v100 >= goals.v100_min_pct - 1e-9) & (v90 >= 90.0 - 1e-9)
+        return hot, ok
+
+    x = x.copy()
+    d = S * A_t[:, x].sum(axis=1)
+    hot, ok = excess(d[:, None])
+    if not ok[0] or hot[0] <= 0:
+        return x
+    current = float(hot[0])
+    for _ in range(max_moves):
+        best = (current - 1e-9, None, None)
+        sel = np.flatnonzero(x)
+        for j in sel:
+            base = d - S * A_t[:, j]
+            blocked = np.zeros(x.size, dtype=bool)
+            for o in sel:
+                if o != j:
+                    blocked[neighbours[o]] = True
+            free = np.flatnonzero(~x & ~blocked)
+            cand = np.concatenate([base[:, None], base[:, None] + S * A_t[:, free]], axis=1)
+            h, okc = excess(cand)
+            h = np.where(okc, h, np.inf)
+            k = int(np.argmin(h))
+            if h[k] < best[0]:
+                best = (float(h[k]), int(j), None if k == 0 else int(free[k - 1]))
+        if best[1] is None:
+            break
+        trial = x.copy()
+        trial[best[1]] = False
+        if best[2] is not None:
+            trial[best[2]] = True
+        if oar_names:
+            qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
+            if any(qt[f"{n}:D0.1cc_Gy"] > goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names):
+                break
+        x = trial
+        d = S * A_t[:, x].sum(axis=1)
+        current = best[0]
+        if current <= 0:
+            break
     return x
 
 

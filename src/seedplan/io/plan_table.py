@@ -1,0 +1,146 @@
+"""The treatment plan table the surgeon follows in the CT room.
+
+One row per seed, grouped by needle: needle number, entry point (patient LPS
+mm), the needle's angles to the axial and sagittal planes, its insertion
+depth, and for each seed the retraction distance from the tip (retraction
+method: advance to the deepest position, release, withdraw by the listed
+distance, release the next seed ...), its position and activity.  The
+summary lines give the seed count, per-seed and total activity, and the
+plan metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from .._atomic import write_text_atomic
+from ..plan import Plan
+
+COLUMNS = [
+    "needle",
+    "entry_x_mm",
+    "entry_y_mm",
+    "entry_z_mm",
+    "tip_x_mm",
+    "tip_y_mm",
+    "tip_z_mm",
+    "angle_to_axial_deg",
+    "angle_to_sagittal_deg",
+    "depth_mm",
+    "seed",
+    "retraction_mm",
+    "seed_x_mm",
+    "seed_y_mm",
+    "seed_z_mm",
+    "activity_mCi",
+    "strength_U",
+]
+
+
+def plan_table_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The table as a list of row dictionaries (keys :data:`COLUMNS`)."""
+    rows = []
+    seed_no = 0
+    for n, needle in enumerate(plan.needles, start=1):
+        e, t = needle.entry, needle.tip
+        for s in plan.seeds_on_needle(n):
+            seed_no += 1
+            rows.append(
+                {
+                    "needle": n,
+                    "entry_x_mm": round(float(e[0]), 1),
+                    "entry_y_mm": round(float(e[1]), 1),
+                    "entry_z_mm": round(float(e[2]), 1),
+                    "tip_x_mm": round(float(t[0]), 1),
+                    "tip_y_mm": round(float(t[1]), 1),
+                    "tip_z_mm": round(float(t[2]), 1),
+                    "angle_to_axial_deg": round(needle.angle_to_axial_deg, 1),
+                    "angle_to_sagittal_deg": round(needle.angle_to_sagittal_deg, 1),
+                    "depth_mm": round(needle.depth_mm, 1),
+                    "seed": seed_no,
+                    "retraction_mm": round(s.retraction_mm, 1),
+                    "seed_x_mm": round(s.position_mm[0], 1),
+                    "seed_y_mm": round(s.position_mm[1], 1),
+                    "seed_z_mm": round(s.position_mm[2], 1),
+                    "activity_mCi": round(s.activity_mCi, 3),
+                    "strength_U": round(s.strength_U, 4),
+                }
+            )
+    return rows
+
+
+def summary_lines(plan: Plan) -> list[str]:
+    """Summary lines: seeds, activity, key metrics, dose convention."""
+    r = plan.results or {}
+    t = r.get("target", {})
+    acts = sorted({s.activity_mCi for s in plan.seeds})
+    act = f"{acts[0]:.3f}" if len(acts) == 1 else ", ".join(f"{a:.3f}" for a in acts)
+    lines = [
+        f"seeds: {plan.n_seeds} x {act} mCi (S_K {plan.seeds[0].strength_U:.4f} U at {plan.calibration_date})"
+        if plan.seeds
+        else "seeds: none",
+        f"total activity: {plan.total_activity_mCi:.2f} mCi   needles: {len(plan.needles)}",
+        f"seed model: {plan.seed_model} ({plan.seed_model_status}), TG-43 {plan.formalism} dose to water, "
+        f"permanent implant D = Ddot0 x T1/2 / ln 2",
+        f"prescription: {plan.prescription.dose_Gy:g} Gy",
+    ]
+    if t:
+        lines.append(
+            "target: D90 {D90_Gy:.1f} Gy  D100 {D100_Gy:.1f} Gy  V100 {V100_pct:.1f} %  V150 {V150_pct:.1f} %  "
+            "V200 {V200_pct:.1f} %  CI {CI:.3f}  EI {EI:.3f}  HI {HI:.3f}".format(**{k: t.get(k, float('nan')) for k in
+                                                                                   ("D90_Gy", "D100_Gy", "V100_pct", "V150_pct",
+                                                                                    "V200_pct", "CI", "EI", "HI")})
+        )
+    for name, m in (r.get("oars") or {}).items():
+        lines.append(f"{name}: Dmax {m.get('Dmax_Gy', float('nan')):.1f} Gy  D0.1cc {m.get('D0.1cc_Gy', float('nan')):.1f} Gy  "
+                     f"D1cc {m.get('D1cc_Gy', float('nan')):.1f} Gy  D2cc {m.get('D2cc_Gy', float('nan')):.1f} Gy")
+    cement = r.get("cement")
+    if cement:
+        lines.append(f"cement: {cement.get('volume_mL', float('nan')):.1f} mL, fill {cement.get('fill_pct', float('nan')):.1f} %")
+    failed = r.get("failed_goals") or []
+    lines.append("goals: all met" if not failed else "goals NOT met: " + "; ".join(failed))
+    return lines
+
+
+def format_plan_table(plan: Plan) -> str:
+    """The table as fixed-width text for the terminal."""
+    head = ["Ndl", "Entry x,y,z (mm)", "Axial°", "Sagit°", "Depth", "Seed", "Retract", "Seed x,y,z (mm)", "mCi"]
+    out = []
+    for row in plan_table_rows(plan):
+        out.append(
+            [
+                str(row["needle"]),
+                f"{row['entry_x_mm']:.1f}, {row['entry_y_mm']:.1f}, {row['entry_z_mm']:.1f}",
+                f"{row['angle_to_axial_deg']:.1f}",
+                f"{row['angle_to_sagittal_deg']:.1f}",
+                f"{row['depth_mm']:.1f}",
+                str(row["seed"]),
+                f"{row['retraction_mm']:.1f}",
+                f"{row['seed_x_mm']:.1f}, {row['seed_y_mm']:.1f}, {row['seed_z_mm']:.1f}",
+                f"{row['activity_mCi']:.3f}",
+            ]
+        )
+    widths = [max(len(h), *(len(r[i]) for r in out)) if out else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    prev = None
+    for r in out:
+        shown = r if r[0] != prev else [""] * 5 + r[5:]
+        prev = r[0]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(shown, widths)))
+    return "\n".join(lines + [""] + summary_lines(plan))
+
+
+def write_plan_table_csv(plan: Plan, path: str | Path) -> Path:
+    """Write the table (and the summary as comment-free trailing rows) as CSV, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in plan_table_rows(plan):
+        w.writerow(row)
+    buf.write("\n")
+    for line in summary_lines(plan):
+        csv.writer(buf, lineterminator="\n").writerow([line])
+    return write_text_atomic(path, buf.getvalue())

@@ -1,0 +1,48 @@
+"""Write volumes (dose, masks) as NRRD / NIfTI / MHA with their geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..errors import FileFormatError
+from ..geometry import Grid
+
+
+def write_volume(grid: Grid, array: np.ndarray, path: str | Path) -> Path:
+    """Write a ``[z, y, x]`` array on ``grid`` to ``path`` (format from the suffix), atomically.
+
+    Dose is written as float32 Gy.  Supported suffixes: .nrrd, .nii, .nii.gz, .mha.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    name = p.name.lower()
+    if not name.endswith((".nrrd", ".nii", ".nii.gz", ".mha")):
+        raise FileFormatError(f"{p}: unsupported volume format; use .nrrd, .nii, .nii.gz or .mha")
+    arr = np.asarray(array)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    img = grid.to_sitk(arr)
+    with atomic_path(p) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), True)
+        except RuntimeError as exc:
+            raise FileFormatError(f"cannot write {p}: {str(exc).splitlines()[-1]}") from None
+    return p
+
+
+def read_volume(path: str | Path) -> tuple[Grid, np.ndarray]:
+    """Read a volume written by :func:`write_volume`: its grid and ``[z, y, x]`` array."""
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(f"volume file {p} does not exist")
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError:
+        raise FileFormatError(f"{p}: not a readable NRRD/NIfTI/MHA volume") from None
+    return Grid.from_sitk(img), sitk.GetArrayFromImage(img)

@@ -1,0 +1,42 @@
+"""The output folder of a planning run: plan, table, dose volume and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ._atomic import write_text_atomic
+from .io.plan_table import write_plan_table_csv
+from .io.volumes import write_volume
+from .plan import save_plan
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_metrics(metrics: dict, path: Path) -> Path:
+    """Write the metrics dictionary as JSON, atomically."""
+    return write_text_atomic(path, json.dumps(metrics, indent=1, default=_json_default, allow_nan=True) + "\n")
+
+
+def write_plan_outputs(result: Any, out_dir: Path, *, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Write ``plan.json``, ``plan_table.csv``, ``dose.nrrd`` and ``metrics.json`` for a :class:`PlanningResult`."""
+    say = progress or (lambda _m: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "plan": save_plan(result.plan, out / "plan.json"),
+        "plan_table": write_plan_table_csv(result.plan, out / "plan_table.csv"),
+        "dose": write_volume(result.dose_grid, result.dose_Gy, out / "dose.nrrd"),
+        "metrics": write_metrics(dict(result.plan.results), out / "metrics.json"),
+    }
+    say(f"wrote {', '.join(p.name for p in files.values())} to {out}")
+    return files

@@ -1,0 +1,420 @@
+"""The automatic planning chain: CT + structures -> needles -> seeds -> dose -> evaluation.
+
+:func:`plan_case` is the one call behind ``seedplan demo`` and
+``seedplan plan``.  It reads the roles of the structures:
+
+* ``target``: the lesion; seeds go inside it expanded by the prescription's
+  margin, cropped away from the canal;
+* ``oar`` / ``avoidance``: no needle may pass within its margin; organs with
+  a limit in the prescription (cord/cauda D0.1cc) constrain the optimiser;
+* ``vertebral_body`` and structures named ``pedicle*``: the bone corridor a
+  needle may cross (trocar access, as in vertebroplasty); all other bone
+  (HU above ``bone_min_hu``) blocks a needle unless a bone drill is allowed;
+* ``body``: the skin (from HU when missing).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from .. import __version__
+from ..dose import influence_matrix, total_dose, total_dose_grid
+from ..dose.decay import strength_at
+from ..errors import GeometryError, InputError, PlanningError
+from ..evaluation.metrics import Evaluation, SamplingOptions, evaluate
+from ..evaluation.sampling import sample_mask_points
+from ..geometry import Grid
+from ..imaging.ct import CTImage
+from ..imaging.structures import Role, Structure, StructureSet
+from ..plan import Plan, PlannedSeed
+from ..sources import load_seed_model
+from .needles import Needle, NeedleConstraints, NeedlePlan, candidate_slots, plan_needles
+from .prescription import Prescription
+from .seeds import SeedGoals, SeedSolution, optimise_seeds
+
+Progress = Callable[[str], None]
+
+#: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
+BONE_MIN_HU = 250.0
+
+
+@dataclass(frozen=True)
+class PlanningOptions:
+    """Settings of the automatic chain that are not part of the prescription.
+
+    Attributes
+    ----------
+    needle_mode : {"free", "coplanar"}
+        Non-coplanar needles (3D-printed individual template) or parallel needles on a template grid.
+    needle_constraints : NeedleConstraints
+        Needle limits; its ``min_needle_distance_mm`` is replaced by the prescription's.
+    min_seed_distance_mm : float
+        Minimum distance between seeds on different needles (crossing tracks).
+    formalism : {"2D", "1D", "1D-point"}
+    bone_min_hu : float
+        Bone threshold for needle paths.
+    dose_spacing_mm : float
+        Spacing of the exported dose grid.
+    dose_margin_mm : float
+        Margin of the dose grid around the target and the seeds.
+    sample_points_per_mm3 : float
+        Density of target/OAR samples for the optimiser.
+    calibration_date, implant_date : str, optional
+        ISO dates (default: today for both).
+    rng_seed : int
+        Seed of every randomised step (deterministic plans).
+    """
+
+    needle_mode: str = "free"
+    needle_constraints: NeedleConstraints = field(default_factory=lambda: NeedleConstraints(coverage_radius_mm=5.0))
+    min_seed_distance_mm: float = 6.0
+    formalism: str = "2D"
+    bone_min_hu: float = BONE_MIN_HU
+    dose_spacing_mm: float = 1.0
+    dose_margin_mm: float = 25.0
+    sample_points_per_mm3: float = 0.5
+    calibration_date: str | None = None
+    implant_date: str | None = None
+    rng_seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class PlanningResult:
+    """Everything :func:`plan_case` computed."""
+
+    plan: Plan
+    needle_plan: NeedlePlan
+    seed_solution: SeedSolution
+    dose_grid: Grid
+    dose_Gy: np.ndarray
+    evaluation: Evaluation
+    timings_s: Mapping[str, float]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _distance_outside(mask: np.ndarray, grid: Grid) -> np.ndarray:
+    """Distance (mm) from each voxel to the nearest voxel of ``mask`` (0 inside)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    sp = grid.spacing_mm[::-1]
+    return ndimage.distance_transform_edt(~mask, sampling=sp)
+
+
+def _on_grid(s: Structure, grid: Grid) -> np.ndarray:
+    if s.grid.same_geometry(grid):
+        return np.asarray(s.mask, dtype=bool)
+    return np.asarray(s.resampled(grid).mask, dtype=bool)
+
+
+def _check_target(target: Structure, ct: CTImage) -> None:
+    if target.is_empty:
+        raise PlanningError(f"target structure {target.name!r} is empty: contour the lesion before planning")
+    lo, hi = target.bounds_mm
+    if not (ct.grid.contains(lo[None])[0] and ct.grid.contains(hi[None])[0]):
+        raise GeometryError(f"target structure {target.name!r} extends outside the CT volume; the CT must cover the whole target")
+
+
+def _limit_names(structures: StructureSet, prescription: Prescription) -> dict[str, float]:
+    out = {}
+    for s in structures.values():
+        lim = prescription.limits_for(s.name)
+        if "D0.1cc_Gy" in lim and not s.is_empty:
+            out[s.name] = float(lim["D0.1cc_Gy"])
+    return out
+
+
+def plan_case(
+    ct: CTImage,
+    structures: StructureSet,
+    prescription: Prescription | None = None,
+    *,
+    options: PlanningOptions | None = None,
+    case_reference: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> PlanningResult:
+    """Plan needles and seeds for a CT and its structures, then compute and evaluate the dose.
+
+    Parameters
+    ----------
+    ct : CTImage
+    structures : StructureSet
+        Must contain one ``target``; see the module docstring for roles.
+    prescription : Prescription, optional
+    options : PlanningOptions, optional
+    case_reference : mapping, optional
+        Stored in the plan (case name, CT series UID, source paths).
+    progress : callable, optional
+        Receives one line per step.
+
+    Returns
+    -------
+    PlanningResult
+
+    Raises
+    ------
+    PlanningError
+        Empty target, no feasible needle path (naming the blocking
+        structure) or no seed slot.
+    """
+    import time
+
+    presc = prescription or Prescription()
+    opt = options or PlanningOptions()
+    say = progress or _quiet
+    grid = ct.grid
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = load_seed_model(presc.seed_model)
+
+    targets = structures.by_role(Role.TARGET)
+    if not targets:
+        raise PlanningError(f"no structure with role 'target' among {list(structures.names)}")
+    target = targets[0]
+    _check_target(target, ct)
+    target_mask = _on_grid(target, grid)
+
+    bodies = structures.by_role(Role.BODY)
+    body_mask = _on_grid(bodies[0], grid) if bodies else np.asarray(ct.hu > -400)
+    forbidden = {
+        s.name: _on_grid(s, grid)
+        for s in structures.values()
+        if s.role in (Role.OAR, Role.AVOIDANCE) and not s.is_empty
+    }
+    corridor = np.zeros(grid.shape, dtype=bool)
+    for s in structures.values():
+        if s.role == Role.VERTEBRAL_BODY or "pedicle" in s.name.lower():
+            corridor |= _on_grid(s, grid)
+    bone = np.asarray(ct.hu >= opt.bone_min_hu)
+    timings["structures"] = time.perf_counter() - t0
+
+    # ---- needles
+    t = time.perf_counter()
+    say(f"planning needle trajectories ({opt.needle_mode} mode) to {target.name!r}")
+    nplan = plan_needles(
+        grid,
+        target_mask,
+        body_mask,
+        forbidden,
+        bone=bone,
+        bone_allowed=corridor,
+        constraints=replace(opt.needle_constraints, min_needle_distance_mm=presc.min_needle_distance_mm),
+        mode=opt.needle_mode,
+        spacing_mm=presc.min_needle_distance_mm,
+        rng=opt.rng_seed,
+    )
+    timings["needles"] = time.perf_counter() - t
+    say(f"{len(nplan)} candidate needles, target-track coverage {100 * nplan.coverage_fraction:.0f} %")
+
+    # ---- seed slots: target + margin, not near the canal/cord, not in other organs
+    t = time.perf_counter()
+    region = (_distance_outside(target_mask, grid) <= presc.target_margin_mm) & body_mask
+    canal_like = np.zeros(grid.shape, dtype=bool)
+    exclude = np.zeros(grid.shape, dtype=bool)
+    for name, m in forbidden.items():
+        low = name.lower()
+        if any(k in low for k in ("canal", "cord", "cauda", "dura", "thecal")):
+            canal_like |= m
+        else:
+            exclude |= m
+    if canal_like.any():
+        exclude |= _distance_outside(canal_like, grid) < presc.min_seed_canal_distance_mm
+    step = max(5.0, presc.seed_spacing_mm / 2.0)
+    slots = candidate_slots(nplan.needles, grid, region, step, exclude=exclude)
+    if len(slots) == 0:
+        raise PlanningError(
+            f"no seed slot: the needles' tracks do not cross {target.name!r} + {presc.target_margin_mm:g} mm "
+            f"away from the canal (+{presc.min_seed_canal_distance_mm:g} mm)"
+        )
+    slot_axes = np.array([nplan.needles[i].direction for i in slots.needle_index])
+    conflicts = seed_conflicts(slots, presc.seed_spacing_mm, opt.min_seed_distance_mm)
+    say(f"{len(slots)} candidate seed slots on {len(nplan)} needles")
+
+    # ---- dose-influence matrices on fine samples
+    gen = np.random.default_rng(opt.rng_seed)
+    pts_t, w_t = sample_mask_points(target_mask, grid, points_per_mm3=opt.sample_points_per_mm3)
+    A_t = influence_matrix(pts_t, slots.positions_mm, source=model, axes=slot_axes, formalism=opt.formalism)
+    limits = _limit_names(structures, presc)
+    A_o, w_o = {}, {}
+    for name in limits:
+        p, w = sample_mask_points(_on_grid(structures[name], grid), grid, points_per_mm3=opt.sample_points_per_mm3)
+        A_o[name] = influence_matrix(p, slots.positions_mm, source=model, axes=slot_axes, formalism=opt.formalism)
+        w_o[name] = w
+    timings["influence"] = time.perf_counter() - t
+
+    # ---- seed optimisation
+    t = time.perf_counter()
+    say("optimising seed positions and activity (MILP + local search)")
+    goals = SeedGoals(
+        prescription_Gy=presc.dose_Gy,
+        d90_min_Gy=presc.dose_Gy * presc.d90_goal_pct_of_pd / 100.0,
+        v100_min_pct=presc.v100_goal_pct,
+        v150_max_pct=presc.v150_limit_pct,
+        v200_max_pct=presc.v200_limit_pct,
+        oar_d01cc_max_Gy=limits,
+    )
+    sol = optimise_seeds(
+        A_t, w_t, goals, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi,
+        activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts, rng=gen,
+    )
+    timings["seeds"] = time.perf_counter() - t
+    if sol.n_seeds == 0:
+        raise PlanningError("the optimiser placed no seed; check the target and the needle paths")
+    say(f"{sol.n_seeds} seeds x {sol.activity_mCi:.2f} mCi" + ("" if sol.goals_met else f"; goals not met: {'; '.join(sol.failed_goals)}"))
+
+    # ---- the plan: keep needles that carry seeds; the tip moves to the deepest seed
+    today = _dt.date.today().isoformat()
+    cal = opt.calibration_date or today
+    imp = opt.implant_date or cal
+    chosen = np.array(sol.chosen)
+    used = sorted({int(slots.needle_index[j]) for j in chosen})
+    needles: list[Needle] = []
+    seeds: list[PlannedSeed] = []
+    for new_no, old in enumerate(used, start=1):
+        on = chosen[slots.needle_index[chosen] == old]
+        on = on[np.argsort(slots.retraction_mm[on])]
+        n = nplan.needles[old]
+        tip = slots.positions_mm[on[0]]
+        needles.append(replace(n, tip_mm=tuple(float(v) for v in tip)) if hasattr(n, "tip_mm") else n)
+        for j in on:
+            seeds.append(
+                PlannedSeed(
+                    position_mm=tuple(float(v) for v in slots.positions_mm[j]),
+                    axis=tuple(float(v) for v in n.direction),
+                    needle=new_no,
+                    retraction_mm=float(slots.retraction_mm[j] - slots.retraction_mm[on[0]]),
+                    activity_mCi=sol.activity_mCi,
+                    strength_U=sol.strength_U,
+                )
+            )
+    plan = Plan(
+        case=dict(case_reference or {}),
+        prescription=presc,
+        seed_model=model.name,
+        seed_model_status=model.status,
+        formalism=opt.formalism,
+        needles=tuple(needles),
+        seeds=tuple(seeds),
+        calibration_date=cal,
+        implant_date=imp,
+        software={"name": "seedplan", "version": __version__},
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
+
+    # ---- dose and evaluation
+    t = time.perf_counter()
+    say("computing the dose grid and evaluating the plan")
+    dgrid, dose = compute_plan_dose(plan, grid, target_mask, spacing_mm=opt.dose_spacing_mm, margin_mm=opt.dose_margin_mm)
+    ev = evaluate_plan(plan, structures, grid)
+    timings["dose_and_evaluation"] = time.perf_counter() - t
+    results = plan_results(plan, ev, sol)
+    plan = plan.with_results(results)
+    timings["total"] = time.perf_counter() - t0
+    return PlanningResult(plan, nplan, sol, dgrid, dose, ev, timings)
+
+
+def seed_conflicts(slots, seed_spacing_mm: float, lattice_mm: float) -> list[tuple[int, int]]:
+    """Slot pairs that may not both hold a seed.
+
+    On one needle, seeds are at least ``seed_spacing_mm`` apart along it; on
+    different needles, at least ``lattice_mm`` apart in space, which keeps
+    crossing non-coplanar needles from stacking seeds into hot spots.
+    """
+    pos = slots.positions_mm
+    ndl = slots.needle_index
+    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=2)
+    same = ndl[:, None] == ndl[None, :]
+    along = np.abs(slots.retraction_mm[:, None] - slots.retraction_mm[None, :])
+    bad = np.where(same, along < seed_spacing_mm - 1e-6, d < lattice_mm - 1e-6)
+    a, b = np.nonzero(np.triu(bad, k=1))
+    return list(zip(a.tolist(), b.tolist()))
+
+
+def dose_grid_for(plan: Plan, reference: Grid, region_mask: np.ndarray | None = None, *, spacing_mm: float = 1.0,
+                  margin_mm: float = 25.0) -> Grid:
+    """A dose grid aligned with ``reference`` covering the seeds (and ``region_mask``) plus a margin."""
+    pts = [plan.positions_mm]
+    if region_mask is not None and region_mask.any():
+        k, j, i = np.nonzero(region_mask)
+        pts.append(reference.index_to_world(np.stack([i, j, k], axis=1).astype(float)))
+    P = np.vstack(pts)
+    idx = reference.world_to_index(P)
+    sp = reference.spacing
+    lo = idx.min(axis=0) - margin_mm / sp
+    hi = idx.max(axis=0) + margin_mm / sp
+    lo = np.maximum(lo, 0.0)
+    hi = np.minimum(hi, np.array(reference.size) - 1.0)
+    origin = reference.index_to_world(np.floor(lo))
+    extent = (np.ceil(hi) - np.floor(lo)) * sp
+    n = np.floor(extent / spacing_mm + 1e-9).astype(int) + 1
+    return Grid(origin, [spacing_mm] * 3, n, reference.direction_matrix)
+
+
+def compute_plan_dose(plan: Plan, reference: Grid, region_mask: np.ndarray | None = None, *, spacing_mm: float = 1.0,
+                      margin_mm: float = 25.0) -> tuple[Grid, np.ndarray]:
+    """Total permanent-implant dose (Gy) of ``plan`` on a grid around its seeds, indexed [z, y, x]."""
+    if plan.n_seeds == 0:
+        raise InputError("the plan has no seeds: nothing to compute")
+    g = dose_grid_for(plan, reference, region_mask, spacing_mm=spacing_mm, margin_mm=margin_mm)
+    dose = total_dose_grid(g, plan.positions_mm, plan.strengths_at_implant_U, source=plan.seed_model, axes=plan.axes,
+                           formalism=plan.formalism)
+    return g, dose
+
+
+def plan_dose_function(plan: Plan) -> Callable[[np.ndarray], np.ndarray]:
+    """``dose_at(points_mm) -> Gy``: exact total dose of the plan at points."""
+    pos, s, ax = plan.positions_mm, plan.strengths_at_implant_U, plan.axes
+
+    def dose_at(points_mm: np.ndarray) -> np.ndarray:
+        return total_dose(points_mm, pos, s, source=plan.seed_model, axes=ax, formalism=plan.formalism)
+
+    return dose_at
+
+
+def evaluate_plan(plan: Plan, structures: StructureSet, grid: Grid) -> Evaluation:
+    """Evaluate the plan's exact dose on its target and organs at risk (fine sampling)."""
+    keep = [s for s in structures.values() if s.role in (Role.TARGET, Role.OAR, Role.VERTEBRAL_BODY) and not s.is_empty]
+    bodies = structures.by_role(Role.BODY)
+    return evaluate(
+        keep,
+        plan_dose_function(plan),
+        plan.prescription.dose_Gy,
+        body=bodies[0] if bodies else None,
+        include_points_mm=plan.positions_mm,
+        alpha_beta_oar_Gy=plan.prescription.alpha_beta_cord_Gy,
+        repair_half_time_h=plan.prescription.repair_half_time_h,
+    )
+
+
+def plan_results(plan: Plan, ev: Evaluation, sol: SeedSolution | None = None) -> dict[str, Any]:
+    """The ``metrics.json`` layout for a plan and its evaluation."""
+    m = dict(ev.metrics)
+    m["seeds"] = {
+        "count": plan.n_seeds,
+        "activity_mCi": plan.seeds[0].activity_mCi if plan.seeds else 0.0,
+        "strength_U": plan.seeds[0].strength_U if plan.seeds else 0.0,
+        "total_activity_mCi": round(plan.total_activity_mCi, 6),
+    }
+    m["needles"] = {"count": len(plan.needles)}
+    m["dose_model"] = {
+        "formalism": f"AAPM TG-43U1 {plan.formalism}, dose to water in water (no heterogeneity correction)",
+        "seed_model": plan.seed_model,
+        "seed_model_status": plan.seed_model_status,
+        "total_dose_convention": "permanent implant, D = Ddot0 * T1/2 / ln 2",
+    }
+    checks = plan.prescription.goals_check(m)
+    m["goals"] = [{"goal": g.goal, "value": g.value, "limit": g.limit, "passed": bool(g.passed)} for g in checks]
+    m["failed_goals"] = [g.goal for g in checks if not g.passed]
+    if sol is not None:
+        m["optimiser"] = {
+            "activity_trials": [dict(t) for t in sol.trials],
+            "solve_time_s": round(sol.solve_time_s, 3),
+        }
+    return m

@@ -2,7 +2,8 @@
 
 Writes into the output folder:
 
-* ``case/`` - the phantom as a DICOM CT series, RTSTRUCT and NIfTI label map;
+* ``case/`` - the phantom as a DICOM CT series, RTSTRUCT, NIfTI label map and
+  ``case.json`` (so ``seedplan plan OUT/case/case.json`` replans it);
 * ``plan.json`` - the plan (needles, seeds, prescription, results);
 * ``plan_table.csv`` - the treatment plan table for the CT room;
 * ``dose.nrrd`` - the total dose (Gy) on a 1 mm grid around the target;
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .io.case import load_case, write_case_file
 from .io.plan_table import format_plan_table
 from .outputs import write_plan_outputs
 
@@ -35,14 +37,12 @@ def run_demo(
     say(f"building the spine phantom: {level}, {lesion_type} lesion of {lesion_diameter_mm:g} mm")
     ph = make_spine_phantom(level=level, lesion_diameter_mm=lesion_diameter_mm, lesion_type=lesion_type)
     written = export_phantom_case(ph, out / "case", progress=say)
-    reference = {
-        "name": f"seedplan spine phantom {level} {lesion_type} {lesion_diameter_mm:g} mm",
-        "ct_series_uid": ph.ct.series_uid,
-        "ct": str(written.get("ct", out / "case" / "ct")),
-        "structures": str(written.get("rtstruct", out / "case" / "rtstruct.dcm")),
-        "phantom": {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type},
-    }
-    result = plan_case(ph.ct, ph.structures, case_reference=reference, progress=say)
+    case_file = write_case_file(out / "case" / "case.json", ct=str(written["ct"]), rtstruct=str(written["rtstruct"]),
+                                name=f"seedplan spine phantom {level} {lesion_type} {lesion_diameter_mm:g} mm")
+    case = load_case(case_file)  # plan what a user would load: the exported DICOM CT and RTSTRUCT
+    reference = dict(case.reference)
+    reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type}
+    result = plan_case(case.ct, case.structures, case.prescription, case_reference=reference, progress=say)
     files = write_plan_outputs(result, out, progress=say)
     print(format_plan_table(result.plan))
     print()

@@ -128,3 +128,31 @@ def load_case(path: str | Path) -> Case:
         "ct_series_uid": ct.series_uid,
     }
     return Case(name, ct, structures, presc, dict(planning), reference)
+
+
+def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, label_map: str | None = None,
+                    legend: str | None = None, name: str = "", prescription: Prescription | None = None,
+                    planning: Mapping[str, Any] | None = None) -> Path:
+    """Write a case file (paths are stored relative to the case file's folder when possible)."""
+    from .._atomic import write_text_atomic
+
+    dest = Path(path)
+
+    def rel(p: str) -> str:
+        try:
+            return str(Path(p).resolve().relative_to(dest.resolve().parent))
+        except ValueError:
+            return str(Path(p).resolve())
+
+    if rtstruct:
+        structures: dict[str, Any] = {"rtstruct": rel(rtstruct)}
+    elif label_map and legend:
+        structures = {"label_map": rel(label_map), "legend": rel(legend)}
+    else:
+        raise InputError("write_case_file needs rtstruct, or label_map and legend")
+    data: dict[str, Any] = {"format": FORMAT, "name": name or dest.stem, "ct": rel(ct), "structures": structures}
+    if prescription is not None:
+        data["prescription"] = prescription.to_dict()
+    if planning:
+        data["planning"] = dict(planning)
+    return write_text_atomic(dest, json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,95 @@
+"""The seedplan command from a user's point of view: files written, one-line errors, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seedplan.cli import main
+from seedplan.io.volumes import read_volume
+from seedplan.plan import load_plan
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_writes_the_outputs(demo_dir):
+    for name in ("plan.json", "plan_table.csv", "dose.nrrd", "metrics.json", "case/case.json", "case/rtstruct.dcm"):
+        assert (demo_dir / name).exists(), name
+    m = json.loads((demo_dir / "metrics.json").read_text())
+    assert m["prescription_Gy"] == 120.0
+    for key in ("volume_cm3", "D90_Gy", "D100_Gy", "V100_pct", "V150_pct", "V200_pct", "CI", "EI", "HI"):
+        assert key in m["target"]
+    assert any("cord" in n or "cauda" in n for n in m["oars"])
+    for oar in m["oars"].values():
+        assert {"Dmax_Gy", "D0.1cc_Gy", "D1cc_Gy", "D2cc_Gy"} <= set(oar)
+    assert m["seeds"]["count"] == len(load_plan(demo_dir / "plan.json").seeds)
+    assert m["seeds"]["total_activity_mCi"] == pytest.approx(m["seeds"]["count"] * m["seeds"]["activity_mCi"])
+    assert m["needles"]["count"] >= 1
+    assert m["failed_goals"] == []
+    grid, dose = read_volume(demo_dir / "dose.nrrd")
+    assert dose.max() > 120 and np.isfinite(dose).all()
+    table = (demo_dir / "plan_table.csv").read_text().splitlines()
+    assert table[0].startswith("needle,entry_x_mm") and len(table) > m["seeds"]["count"]
+
+
+def test_dose_recomputes_a_saved_plan(demo_dir, tmp_path):
+    assert main(["dose", str(demo_dir / "plan.json"), "--out", str(tmp_path)]) == 0
+    _, new = read_volume(tmp_path / "dose.nrrd")
+    m_old = json.loads((demo_dir / "metrics.json").read_text())
+    m_new = json.loads((tmp_path / "metrics.json").read_text())
+    assert m_new["target"]["D90_Gy"] == pytest.approx(m_old["target"]["D90_Gy"], rel=1e-9)
+
+
+def test_plan_from_case_file(demo_dir, tmp_path):
+    assert main(["plan", str(demo_dir / "case" / "case.json"), "--out", str(tmp_path)]) == 0
+    a = load_plan(tmp_path / "plan.json")
+    b = load_plan(demo_dir / "plan.json")
+    assert a.seeds == b.seeds
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "seedplan.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_bad_inputs_give_one_line_and_nonzero_exit(demo_dir, tmp_path):
+    corrupt = tmp_path / "plan.json"
+    corrupt.write_text((demo_dir / "plan.json").read_text()[:200])
+    case = json.loads((demo_dir / "case" / "case.json").read_text())
+    absurd = tmp_path / "case_absurd.json"
+    case_abs = dict(case, ct=str((demo_dir / "case" / case["ct"]).resolve()),
+                    structures={"rtstruct": str((demo_dir / "case" / case["structures"]["rtstruct"]).resolve())},
+                    prescription={"dose_Gy": 900})
+    absurd.write_text(json.dumps(case_abs))
+    activity = tmp_path / "case_activity.json"
+    activity.write_text(json.dumps(dict(case_abs, prescription={"activity_mCi_range": [0.3, 50]})))
+    cases = [
+        (("dose", str(corrupt)), "not valid JSON"),
+        (("plan", str(tmp_path / "missing.json")), "missing.json"),
+        (("plan", str(absurd)), "dose"),
+        (("plan", str(activity)), "activity"),
+        (("dose", str(demo_dir / "metrics.json")), "not a seedplan plan"),
+    ]
+    for args, word in cases:
+        r = _run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [line for line in r.stderr.splitlines() if not line.startswith("[seedplan]")]
+        assert len(lines) == 1, r.stderr
+        assert word in lines[0] and "Traceback" not in r.stderr
+
+
+def test_failed_run_keeps_previous_plan(demo_dir, tmp_path):
+    import shutil
+
+    shutil.copy(demo_dir / "plan.json", tmp_path / "plan.json")
+    before = (tmp_path / "plan.json").read_bytes()
+    bad = tmp_path / "case_bad.json"
+    bad.write_text(json.dumps({"format": "seedplan-case/1", "ct": "nowhere/"}))
+    assert main(["plan", str(bad), "--out", str(tmp_path)]) == 2
+    assert (tmp_path / "plan.json").read_bytes() == before

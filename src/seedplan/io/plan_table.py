@@ -100,6 +100,13 @@ def summary_lines(plan: Plan) -> list[str]:
     cement = r.get("cement")
     if cement:
         lines.append(f"cement: {cement.get('volume_mL', float('nan')):.1f} mL, fill {cement.get('fill_pct', float('nan')):.1f} %")
+    for k, n in enumerate(plan.pvp_needles, start=1):
+        e, t = n.entry, n.tip
+        lines.append(
+            f"PVP needle {k}{' (' + n.label + ')' if n.label else ''}: entry ({e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}) mm, "
+            f"tip ({t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}) mm, depth {n.depth_mm:.1f} mm, "
+            f"axial {n.angle_to_axial_deg:.1f} deg, sagittal {n.angle_to_sagittal_deg:.1f} deg"
+        )
     failed = r.get("failed_goals") or []
     lines.append("goals: all met" if not failed else "goals NOT met: " + "; ".join(failed))
     return lines

@@ -24,16 +24,15 @@ from scipy import ndimage
 
 from .. import __version__
 from ..dose import influence_matrix, total_dose, total_dose_grid
-from ..dose.decay import strength_at
 from ..errors import GeometryError, InputError, PlanningError
-from ..evaluation.metrics import Evaluation, SamplingOptions, evaluate
+from ..evaluation.metrics import Evaluation, evaluate
 from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
 from ..imaging.ct import CTImage
 from ..imaging.structures import Role, Structure, StructureSet
 from ..plan import Plan, PlannedSeed
 from ..sources import load_seed_model
-from .needles import Needle, NeedleConstraints, NeedlePlan, candidate_slots, plan_needles
+from .needles import Needle, NeedleConstraints, NeedlePlan, candidate_slots, plan_needles, pvp_needle_paths
 from .prescription import Prescription
 from .seeds import SeedGoals, SeedSolution, optimise_seeds
 
@@ -68,6 +67,9 @@ class PlanningOptions:
         ISO dates (default: today for both).
     rng_seed : int
         Seed of every randomised step (deterministic plans).
+    pvp_approach : {"transpedicular", "parapedicular"} or None
+        Also plan the bilateral vertebroplasty needles into the treated
+        vertebral body (None: skip).
     """
 
     needle_mode: str = "free"
@@ -81,6 +83,7 @@ class PlanningOptions:
     calibration_date: str | None = None
     implant_date: str | None = None
     rng_seed: int = 0
+    pvp_approach: str | None = "transpedicular"
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,6 +216,28 @@ def plan_case(
     timings["needles"] = time.perf_counter() - t
     say(f"{len(nplan)} candidate needles, target-track coverage {100 * nplan.coverage_fraction:.0f} %")
 
+    # ---- vertebroplasty needles into the treated vertebral body (same machinery)
+    pvp: tuple[Needle, ...] = ()
+    pvp_note = ""
+    bodies_vb = structures.by_role(Role.VERTEBRAL_BODY)
+    if opt.pvp_approach and bodies_vb:
+        t = time.perf_counter()
+        vb = _on_grid(bodies_vb[0], grid)
+        pedicles = np.zeros(grid.shape, dtype=bool)
+        for s in structures.values():
+            if "pedicle" in s.name.lower():
+                pedicles |= _on_grid(s, grid)
+        try:
+            pv = pvp_needle_paths(grid, vb, body_mask, forbidden, pedicles=pedicles if pedicles.any() else None,
+                                  bone=bone, bone_allowed=corridor, approach=opt.pvp_approach, bilateral=True,
+                                  constraints=opt.needle_constraints, rng=opt.rng_seed)
+            pvp = tuple(pv.needles)
+            say(f"{len(pvp)} vertebroplasty needle path(s), {opt.pvp_approach}, into {bodies_vb[0].name!r}")
+        except PlanningError as exc:
+            pvp_note = f"no {opt.pvp_approach} vertebroplasty path: {exc}"
+            say(pvp_note)
+        timings["pvp_needles"] = time.perf_counter() - t
+
     # ---- seed slots: target + margin, not near the canal/cord, not in other organs
     t = time.perf_counter()
     region = (_distance_outside(target_mask, grid) <= presc.target_margin_mm) & body_mask
@@ -306,6 +331,7 @@ def plan_case(
         implant_date=imp,
         software={"name": "seedplan", "version": __version__},
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        pvp_needles=pvp,
     )
 
     # ---- dose and evaluation
@@ -315,6 +341,8 @@ def plan_case(
     ev = evaluate_plan(plan, structures, grid)
     timings["dose_and_evaluation"] = time.perf_counter() - t
     results = plan_results(plan, ev, sol)
+    if pvp_note:
+        results.setdefault("warnings", []).append(pvp_note)
     plan = plan.with_results(results)
     timings["total"] = time.perf_counter() - t0
     return PlanningResult(plan, nplan, sol, dgrid, dose, ev, timings)

@@ -28,6 +28,7 @@ def test_full_plan_phantom(benchmark, phantom):
     print(
         f"\nfull plan of the phantom: {t['total']:.2f} s (needles {t['needles']:.2f}, influence {t['influence']:.2f}, "
         f"seeds {t['seeds']:.2f}, dose+evaluation {t['dose_and_evaluation']:.2f}); needles+seeds {needles_and_seeds:.2f} s "
-        f"-> target < 10 s {'met' if t['total'] < 10 else 'NOT met'}; {result.plan.n_seeds} seeds, "
+        f"-> target (needles and seeds) < 10 s {'met' if needles_and_seeds < 10 else 'NOT met'}; "
+        f"{result.plan.n_seeds} seeds, "
         f"goals {'met' if not result.plan.results['failed_goals'] else 'NOT met'}"
     )

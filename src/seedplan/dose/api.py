@@ -261,7 +261,7 @@ def dose_rate_grid(
         inv_step = 1.0 / _grid.DR_MM
     else:
         table = _grid.table_1d(model, arrays, code, r_need)
-        inv_step = 1.0 / _grid.DU_MM2
+        inv_step = 1.0 / _grid.DR1_MM
     inv_dth = 1.0 / math.radians(_grid.DTHETA_DEG)
     step = g.direction_matrix * g.spacing[None, :]
     ex, ey, ez = (np.ascontiguousarray(step[:, c]) for c in range(3))

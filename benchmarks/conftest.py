@@ -1,0 +1,69 @@
+"""pytest configuration for the dose benchmarks (``pytest benchmarks/``).
+
+* collects ``bench_*.py`` files unless ``python_files`` already does;
+* keeps the per-case results the benchmarks record in :data:`RESULTS` and
+  prints a summary at the end of the session: throughput in seed-voxel
+  evaluations per second, the ratio to the plain NumPy implementation, the
+  accuracy against the exact point evaluation and whether the targets are met.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+
+#: Throughput targets (seed-voxel evaluations per second) and the minimum speed-up over NumPy.
+TARGETS = {"1D": 1.0e9, "2D": 4.0e8}
+MIN_SPEEDUP = 30.0
+
+#: (formalism, n_seeds, n) -> {"seedplan": sv/s, "numpy": sv/s, "err": max rel err, "numpy_err": ...}
+RESULTS: dict = {}
+
+
+def pytest_collect_file(parent, file_path):
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+        return None
+    # pyproject's python_files may already take bench_*.py: do not collect twice
+    if any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+        return None
+    return pytest.Module.from_parent(parent, path=file_path)
+
+
+def _record(case, **values):
+    RESULTS.setdefault(case, {}).update(values)
+
+
+@pytest.fixture
+def record_result():
+    """``record_result(case, **values)`` stores results of one benchmark case for the session summary."""
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("seedplan dose_rate_grid vs NumPy (best of the timed rounds; 2 threads unless NUMBA_NUM_THREADS)")
+    for (form, nseeds, n) in sorted(RESULTS, key=lambda c: (c[0], c[2], c[1])):
+        r = RESULTS[(form, nseeds, n)]
+        parts = [f"{form} {nseeds} seeds {n}^3:"]
+        fast = r.get("seedplan")
+        ref = r.get("numpy")
+        parts.append(f"{fast:.2e} seed-voxel/s," if fast else "(seedplan not timed),")
+        if fast and ref:
+            parts.append(f"{fast / ref:.0f}x NumPy ({ref:.2e}),")
+        else:
+            parts.append("NumPy not timed,")
+        if "err" in r:
+            parts.append(f"max rel err vs exact (r >= 1 mm) {r['err']:.1e}")
+        verdict = []
+        if fast:
+            verdict.append("throughput target met" if fast >= TARGETS[form] else
+                           f"throughput target {TARGETS[form]:.0e} MISSED")
+        if fast and ref:
+            verdict.append("speed-up target met" if fast / ref >= MIN_SPEEDUP else
+                           f"speed-up target {MIN_SPEEDUP:.0f}x MISSED")
+        if verdict:
+            parts.append("-- " + ", ".join(verdict))
+        tr.write_line(" ".join(parts))

@@ -35,6 +35,10 @@ def test_demo_writes_the_outputs(demo_dir):
     assert m["failed_goals"] == []
     grid, dose = read_volume(demo_dir / "dose.nrrd")
     assert dose.max() > 120 and np.isfinite(dose).all()
+    dvh = (demo_dir / "dvh.csv").read_text().splitlines()
+    assert dvh[0] == "structure,dose_Gy,volume_cm3,volume_pct"
+    first_target = next(line for line in dvh if line.startswith("target,"))
+    assert first_target.endswith(",100.0000")  # every structure receives >= 0 Gy
     table = (demo_dir / "plan_table.csv").read_text().splitlines()
     assert table[0].startswith("needle,entry_x_mm") and len(table) > m["seeds"]["count"]
 

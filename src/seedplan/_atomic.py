@@ -54,3 +54,33 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def read_json(path: str | os.PathLike[str], what: str, invalid: type[Exception] | None = None) -> object:
+    """Read a JSON file, raising seedplan errors that name the file.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file is, for the message ("plan file", "case file"...).
+    invalid : exception class, optional
+        Raised when the text is not JSON (default :class:`~seedplan.errors.FileFormatError`).
+    """
+    import json
+
+    from .errors import FileFormatError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FileFormatError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise (invalid or FileFormatError)(f"{p}: not a text (UTF-8 JSON) {what}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise (invalid or FileFormatError)(
+            f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); the {what} is corrupt or was edited by hand"
+        ) from None

@@ -7,7 +7,8 @@ Writes into the output folder:
 * ``plan.json`` - the plan (needles, seeds, prescription, results);
 * ``plan_table.csv`` - the treatment plan table for the CT room;
 * ``dose.nrrd`` - the total dose (Gy) on a 1 mm grid around the target;
-* ``metrics.json`` - the plan metrics.
+* ``metrics.json`` - the plan metrics;
+* ``dvh.csv`` - cumulative DVHs in cm^3 and %.
 """
 
 from __future__ import annotations

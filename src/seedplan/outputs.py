@@ -27,8 +27,19 @@ def write_metrics(metrics: dict, path: Path) -> Path:
     return write_text_atomic(path, json.dumps(metrics, indent=1, default=_json_default, allow_nan=True) + "\n")
 
 
+def write_dvh_csv(evaluation: Any, prescription_Gy: float, path: Path) -> Path:
+    """Cumulative DVHs (cm^3 and %) of every evaluated structure, 1 % of PD bins up to 5 x PD, as CSV."""
+    step = 0.01 * prescription_Gy
+    edges = np.arange(0.0, 5.0 * prescription_Gy + step / 2, step)
+    lines = ["structure,dose_Gy,volume_cm3,volume_pct"]
+    for name, dvh in evaluation.dvhs.items():
+        d, v, p = dvh.cumulative(edges)
+        lines += [f"{name},{a:.3f},{b:.5f},{c:.4f}" for a, b, c in zip(d, v, p)]
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
 def write_plan_outputs(result: Any, out_dir: Path, *, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Write ``plan.json``, ``plan_table.csv``, ``dose.nrrd`` and ``metrics.json`` for a :class:`PlanningResult`."""
+    """Write ``plan.json``, ``plan_table.csv``, ``dose.nrrd``, ``metrics.json`` and ``dvh.csv`` for a :class:`PlanningResult`."""
     say = progress or (lambda _m: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -37,6 +48,7 @@ def write_plan_outputs(result: Any, out_dir: Path, *, progress: Callable[[str], 
         "plan_table": write_plan_table_csv(result.plan, out / "plan_table.csv"),
         "dose": write_volume(result.dose_grid, result.dose_Gy, out / "dose.nrrd"),
         "metrics": write_metrics(dict(result.plan.results), out / "metrics.json"),
+        "dvh": write_dvh_csv(result.evaluation, result.plan.prescription.dose_Gy, out / "dvh.csv"),
     }
     say(f"wrote {', '.join(p.name for p in files.values())} to {out}")
     return files

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._atomic import write_text_atomic
+from ._atomic import read_json, write_text_atomic
 from .errors import FileFormatError, InputError
 from .planning.needles import Needle
 from .planning.prescription import Prescription
@@ -302,13 +302,4 @@ def _json_default(o: Any) -> Any:
 
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FileFormatError(f"cannot read plan file {p}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FileFormatError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); the plan file is corrupt or was edited by hand") from None
-    return Plan.from_dict(data, source=str(p))
+    return Plan.from_dict(read_json(path, "plan file"), source=str(path))

@@ -1,6 +1,5 @@
 """Bad input raises a seedplan error that names the argument."""
 
-import json
 
 import numpy as np
 import pytest

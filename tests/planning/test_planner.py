@@ -7,9 +7,8 @@ from scipy import ndimage
 import seedplan
 from seedplan.errors import GeometryError, PlanningError
 from seedplan.imaging.phantom import make_spine_phantom
-from seedplan.imaging.structures import Role, Structure, StructureSet
-from seedplan.planning.needles import NeedleConstraints
-from seedplan.planning.planner import PlanningOptions, plan_case
+from seedplan.imaging.structures import Role, Structure
+from seedplan.planning.planner import plan_case
 from seedplan.planning.prescription import Prescription
 
 

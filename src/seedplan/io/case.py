@@ -21,10 +21,11 @@ See ``examples/case_phantom.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._atomic import read_json
 from ..errors import FileFormatError, InputError
 from ..imaging.ct import CTImage, load_ct
 from ..imaging.structures import Role, StructureSet, load_label_map, load_mask, load_rtstruct
@@ -60,12 +61,7 @@ def _path(base: Path, value: Any, key: str, source: Path) -> Path:
 def load_case(path: str | Path) -> Case:
     """Read a case file and load its CT and structures (errors name the file and key)."""
     src = Path(path)
-    try:
-        data = json.loads(src.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FileFormatError(f"cannot read case file {src}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise FileFormatError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(src, "case file")
     if not isinstance(data, Mapping):
         raise FileFormatError(f"{src}: a case file must be a JSON object")
     if data.get("format") != FORMAT:

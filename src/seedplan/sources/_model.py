@@ -31,7 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import FileFormatError, SeedModelError
+from .._atomic import read_json
+from ..errors import SeedModelError
 
 FORMAT = "seedplan-seed-model/1"
 
@@ -437,16 +438,7 @@ def load_seed_model(name: "str | SeedModel | Path") -> SeedModel:
 
 def read_seed_model_file(path: "str | Path") -> SeedModel:
     """Read and validate a user seed model JSON file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FileFormatError(f"cannot read seed model file {p}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SeedModelError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return seed_model_from_dict(data, source=str(p))
+    return seed_model_from_dict(read_json(path, "seed model file", SeedModelError), source=str(path))
 
 
 def mCi_to_U(activity_mCi: Any, source: "str | SeedModel" = "6711") -> "float | np.ndarray":

@@ -38,6 +38,10 @@ from .seeds import SeedGoals, SeedSolution, optimise_seeds
 
 Progress = Callable[[str], None]
 
+#: How far inside the goals the optimiser aims (its samples are coarser than the evaluation's):
+#: V100 goal + 0.5 percentage points, OAR D0.1cc limits x 0.97.
+COVERAGE_MARGIN = {"d90_fraction": 0.0, "v100_pct": 0.5, "oar_fraction": 0.97}
+
 #: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
 BONE_MIN_HU = 250.0
 
@@ -277,13 +281,15 @@ def plan_case(
     # ---- seed optimisation
     t = time.perf_counter()
     say("optimising seed positions and activity (MILP + local search)")
+    # The optimiser sees a coarser sampling than the final evaluation: it aims a little inside the
+    # goals (COVERAGE_MARGIN) so that the evaluated plan meets them too.
     goals = SeedGoals(
         prescription_Gy=presc.dose_Gy,
-        d90_min_Gy=presc.dose_Gy * presc.d90_goal_pct_of_pd / 100.0,
-        v100_min_pct=presc.v100_goal_pct,
+        d90_min_Gy=presc.dose_Gy * presc.d90_goal_pct_of_pd / 100.0 * (1.0 + COVERAGE_MARGIN["d90_fraction"]),
+        v100_min_pct=min(100.0, presc.v100_goal_pct + COVERAGE_MARGIN["v100_pct"]),
         v150_max_pct=presc.v150_limit_pct,
         v200_max_pct=presc.v200_limit_pct,
-        oar_d01cc_max_Gy=limits,
+        oar_d01cc_max_Gy={k: v * COVERAGE_MARGIN["oar_fraction"] for k, v in limits.items()},
     )
     sol = optimise_seeds(
         A_t, w_t, goals, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi,

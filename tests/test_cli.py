@@ -27,6 +27,14 @@ def test_demo_writes_the_outputs(demo_dir):
     for key in ("volume_cm3", "D90_Gy", "D100_Gy", "V100_pct", "V150_pct", "V200_pct", "CI", "EI", "HI"):
         assert key in m["target"]
     assert any("cord" in n or "cauda" in n for n in m["oars"])
+    # BED / EQD2 of the target D90 (alpha/beta 10 Gy): BED = D (1 + D lambda / ((mu + lambda) alpha/beta))
+    import math
+
+    d = m["target"]["D90_Gy"]
+    lam, mu = math.log(2) / (59.4 * 24), math.log(2) / 1.5
+    bed = d * (1 + d * lam / ((mu + lam) * 10.0))
+    assert m["target"]["BED_D90_Gy"] == pytest.approx(bed, rel=1e-9)
+    assert m["target"]["EQD2_D90_Gy"] == pytest.approx(bed / 1.2, rel=1e-9)
     for oar in m["oars"].values():
         assert {"Dmax_Gy", "D0.1cc_Gy", "D1cc_Gy", "D2cc_Gy"} <= set(oar)
     assert m["seeds"]["count"] == len(load_plan(demo_dir / "plan.json").seeds)

@@ -26,6 +26,7 @@ from .. import __version__
 from ..dose import influence_matrix, total_dose, total_dose_grid
 from ..errors import GeometryError, InputError, PlanningError
 from ..evaluation.metrics import Evaluation, evaluate
+from ..evaluation.radiobiology import bed_permanent_Gy, eqd2_Gy
 from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
 from ..imaging.ct import CTImage
@@ -430,6 +431,15 @@ def evaluate_plan(plan: Plan, structures: StructureSet, grid: Grid) -> Evaluatio
 def plan_results(plan: Plan, ev: Evaluation, sol: SeedSolution | None = None) -> dict[str, Any]:
     """The ``metrics.json`` layout for a plan and its evaluation."""
     m = dict(ev.metrics)
+    if m.get("target"):
+        presc = plan.prescription
+        target = dict(m["target"])
+        bed = bed_permanent_Gy(target["D90_Gy"], presc.alpha_beta_tumour_Gy, half_life_d=presc.half_life_d,
+                               repair_half_time_h=presc.repair_half_time_h)
+        target["BED_D90_Gy"] = float(bed)
+        target["EQD2_D90_Gy"] = float(eqd2_Gy(bed, presc.alpha_beta_tumour_Gy))
+        target["alpha_beta_Gy"] = presc.alpha_beta_tumour_Gy
+        m["target"] = target
     m["seeds"] = {
         "count": plan.n_seeds,
         "activity_mCi": plan.seeds[0].activity_mCi if plan.seeds else 0.0,

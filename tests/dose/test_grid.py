@@ -26,7 +26,7 @@ def test_grid_equals_points(formalism):
     rel = np.abs(d / exact - 1)
     assert rel.max() < 5e-4, rel.max()
     # voxels near a seed are evaluated exactly
-    near = np.min(np.linalg.norm(pts[:, None] - seeds[None], axis=2), axis=1) < 4.0
+    near = np.min(np.linalg.norm(pts[:, None] - seeds[None], axis=2), axis=1) < 2.5
     assert near.any()
     np.testing.assert_allclose(d[near], exact[near], rtol=5e-5)
 

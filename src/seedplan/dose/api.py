@@ -241,10 +241,10 @@ def dose_rate_grid(
     """Initial dose rate (cGy/h) at every voxel centre of ``grid``, indexed [z, y, x].
 
     The grid may be oblique (direction cosines are honoured).  Seeds default
-    to the grid's k (z) axis.  Voxels within 5 mm of a seed are evaluated
-    exactly; farther ones from a fine per-model table that agrees with the
-    exact evaluation to better than 0.1 %.  All seeds contribute to every
-    voxel unless ``cutoff_mm`` is given.
+    to the grid's k (z) axis.  Voxels within 5 mm (2D) or 3 mm (1D) of a
+    seed are evaluated exactly; farther ones from a fine per-model table
+    that agrees with the exact evaluation to better than 0.1 %.  All seeds
+    contribute to every voxel unless ``cutoff_mm`` is given.
     """
     g = _check_grid(grid)
     seeds = _points(seeds_mm, "seeds_mm")
@@ -271,7 +271,8 @@ def dose_rate_grid(
     _grid.grid_table(g.shape, origin, ex, ey, ez, seeds, s, ax, code == 0, table, inv_step, inv_dth, cut2,
                      _grid.ASIN_COEF, out)
     inv_frame = np.ascontiguousarray(np.linalg.inv(step))
-    _grid.near_field_exact(g.shape, origin, ex, ey, ez, inv_frame, seeds, s, ax, code, _grid.R_NEAR_MM, cut2,
+    r_near = _grid.R_NEAR_MM if code == 0 else _grid.R_NEAR_1D_MM
+    _grid.near_field_exact(g.shape, origin, ex, ey, ez, inv_frame, seeds, s, ax, code, r_near, cut2,
                            table, inv_step, inv_dth, _grid.ASIN_COEF, *arrays, out)
     return out
 

@@ -1,0 +1,433 @@
+"""The plan report: one self-contained, printable HTML file.
+
+Images are embedded as base64 PNG data URIs; the file has no external
+stylesheet, script, font or link, so it can be mailed, archived and printed
+as it is.  Every piece of text taken from the plan is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .._atomic import write_text_atomic
+from ..errors import InputError
+from ..plan import Plan
+from .plan_table import plan_table_rows
+
+__all__ = ["write_report", "write_plan_report", "report_html"]
+
+_SLICE_KEYS = ("axial", "sagittal", "coronal")
+_DVH_KEY = "dvh"
+_FORMALISM = "TG-43U1 {f}, dose to water in water; permanent implant D = Ḋ0·T½/ln 2"
+_FOOTER = ("For research use only. Not a medical device. Every plan, dose value and seed position must be "
+           "checked by a qualified medical physicist before any clinical use.")
+
+_CSS = """
+*{box-sizing:border-box}
+body{font-family:"Helvetica Neue",Arial,sans-serif;font-size:10.5pt;color:#1d1d1f;margin:0;background:#f3f4f6}
+main{max-width:200mm;margin:0 auto;padding:10mm 12mm;background:#fff}
+h1{font-size:17pt;margin:0 0 2mm}
+h2{font-size:12.5pt;margin:7mm 0 2mm;padding-bottom:1mm;border-bottom:2px solid #1f4e79;color:#1f4e79}
+h3{font-size:11pt;margin:4mm 0 1mm}
+.meta{color:#555;font-size:9.5pt;margin:0 0 3mm}
+.meta span{margin-right:5mm}
+table{border-collapse:collapse;width:100%;margin:1mm 0 2mm;font-size:9pt}
+th,td{border:1px solid #cfd4da;padding:1mm 1.6mm;text-align:left;vertical-align:top}
+th{background:#eef2f6;font-weight:600}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.needle-first td{border-top:2px solid #8a97a6}
+.badge{display:inline-block;padding:0.2mm 2mm;border-radius:2mm;font-weight:700;font-size:8.5pt;color:#fff}
+.badge.pass{background:#1e7b34}
+.badge.fail{background:#b3261e}
+.alert{border:2px solid #b3261e;background:#fdecea;color:#7a1a14;padding:2.5mm 3.5mm;margin:3mm 0;border-radius:1.5mm}
+.alert strong{font-size:11pt}
+.note{border-left:4px solid #1f4e79;background:#f1f5fa;padding:2mm 3mm;margin:2mm 0}
+.small{font-size:8.5pt;color:#444}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:0.6mm 4mm;margin:1mm 0}
+dl.kv dt{font-weight:600}
+dl.kv dd{margin:0}
+figure{margin:2mm 0 4mm;text-align:center;page-break-inside:avoid;break-inside:avoid}
+figure img{max-width:100%;border:1px solid #d6d9dd}
+figcaption{font-size:9pt;color:#444}
+ul{margin:1mm 0;padding-left:6mm}
+footer{margin-top:8mm;padding-top:2mm;border-top:1px solid #999;font-size:9pt;color:#333}
+@page{size:A4;margin:12mm}
+@media print{
+ body{background:#fff;font-size:9.5pt}
+ main{max-width:none;padding:0}
+ h2{page-break-after:avoid;break-after:avoid}
+ table,tr{page-break-inside:avoid;break-inside:avoid}
+ .alert,.badge{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ section.images{page-break-before:always;break-before:page}
+}
+"""
+
+
+# ------------------------------------------------------------------ formatting helpers
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, digits: int = 1, unit: str = "") -> str:
+    if value is None or isinstance(value, bool):
+        return "–"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], *, num_from: int = 1, row_class: str = "") -> str:
+    """A table; ``head`` is escaped here, cells must already be HTML."""
+    th = "".join(f'<th class="num">{_e(h)}</th>' if i >= num_from else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
+    body = []
+    for r in rows:
+        tds = "".join(f'<td class="num">{c}</td>' if i >= num_from else f"<td>{c}</td>" for i, c in enumerate(r))
+        cls = f' class="{row_class}"' if row_class else ""
+        body.append(f"<tr{cls}>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(path: str | Path, caption: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"report image {p} does not exist")
+    data = p.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise InputError(f"report image {p} is not a PNG file")
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _badge(passed: Any) -> str:
+    return '<span class="badge pass">PASS</span>' if passed else '<span class="badge fail">FAIL</span>'
+
+
+def _plan_of(result_or_plan: Any) -> Plan:
+    plan = getattr(result_or_plan, "plan", result_or_plan)
+    if not isinstance(plan, Plan):
+        raise InputError(f"write_report needs a Plan or a PlanningResult, got {type(result_or_plan).__name__}")
+    return plan
+
+
+# ------------------------------------------------------------------------- sections
+def _seed_model_section(plan: Plan) -> str:
+    out = ["<h2>Dose calculation and seed model</h2>"]
+    dm = (plan.results or {}).get("dose_model") or {}
+    out.append('<dl class="kv">')
+    out.append(f"<dt>Formalism</dt><dd>{_e(_FORMALISM.format(f=plan.formalism))}</dd>")
+    if dm.get("formalism"):
+        out.append(f"<dt>Dose model</dt><dd>{_e(dm['formalism'])}</dd>")
+    out.append(f"<dt>Seed model</dt><dd><strong>{_e(plan.seed_model)}</strong> ({_e(plan.seed_model_status)})</dd>")
+    model = None
+    try:
+        from ..sources import load_seed_model
+
+        model = load_seed_model(plan.seed_model)
+    except Exception:  # noqa: BLE001 - the report must still be written for an unknown model
+        out.append("<dt>Dataset</dt><dd>seed model not found in this installation</dd>")
+    if model is not None:
+        prov = model.provenance or {}
+        out.append(f"<dt>Summary</dt><dd>{_e(model.summary())}</dd>")
+        out.append(f"<dt>Citation</dt><dd>{_e(model.citation or 'none recorded')}</dd>")
+        if prov.get("dataset") and prov.get("dataset") != model.citation:
+            out.append(f"<dt>Dataset</dt><dd>{_e(prov['dataset'])}</dd>")
+        if prov.get("how_obtained"):
+            out.append(f"<dt>Provenance</dt><dd>{_e(prov['how_obtained'])}</dd>")
+        if prov.get("UNVERIFIED"):
+            out.append(f"<dt>Verification</dt><dd>{_e(prov['UNVERIFIED'])}</dd>")
+        out.append(f"<dt>Capsule</dt><dd>{_num(model.capsule_length_mm, 2)} × {_num(model.capsule_diameter_mm, 2)} mm, "
+                   f"T½ {_num(model.half_life_d, 2)} d, Λ {_num(model.dose_rate_constant_cGy_h_U, 3)} cGy h⁻¹ U⁻¹</dd>")
+    out.append(f"<dt>Dates</dt><dd>seed strengths at calibration {_e(plan.calibration_date)}; "
+               f"implant {_e(plan.implant_date)}</dd>")
+    out.append("</dl>")
+    return "".join(out)
+
+
+def _unverified(plan: Plan) -> bool:
+    if plan.seed_model_status == "UNVERIFIED":
+        return True
+    try:
+        from ..sources import load_seed_model
+
+        return not load_seed_model(plan.seed_model).verified
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _prescription_section(plan: Plan) -> str:
+    p = plan.prescription
+    out = ["<h2>Prescription</h2>", '<dl class="kv">']
+    out.append(f"<dt>Prescription dose (PD)</dt><dd><strong>{_num(p.dose_Gy, 1, 'Gy')}</strong> (minimum peripheral dose, total over the implant life)</dd>")
+    out.append(f"<dt>Target goals</dt><dd>D90 ≥ {_num(p.d90_goal_pct_of_pd, 0)} % of PD, V100 ≥ {_num(p.v100_goal_pct, 0)} %, "
+               f"V150 ≤ {_num(p.v150_limit_pct, 0)} %, V200 ≤ {_num(p.v200_limit_pct, 0)} %</dd>")
+    limits = "; ".join(f"{_e(name)}: " + ", ".join(f"{_e(k)} ≤ {_num(v, 1)}" for k, v in lim.items())
+                       for name, lim in (p.oar_limits or {}).items())
+    out.append(f"<dt>Organ limits</dt><dd>{limits or 'none'}</dd>")
+    out.append(f"<dt>Seeds</dt><dd>activity {_num(p.activity_mCi_range[0], 2)}–{_num(p.activity_mCi_range[1], 2)} mCi per seed, "
+               f"spacing {_num(p.seed_spacing_mm, 1, 'mm')}, ≥ {_num(p.min_seed_canal_distance_mm, 1, 'mm')} from the canal</dd>")
+    out.append(f"<dt>Needles</dt><dd>≥ {_num(p.min_needle_distance_mm, 1, 'mm')} apart; target margin {_num(p.target_margin_mm, 1, 'mm')}</dd>")
+    out.append(f"<dt>Radiobiology</dt><dd>α/β tumour {_num(p.alpha_beta_tumour_Gy, 1, 'Gy')}, cord {_num(p.alpha_beta_cord_Gy, 1, 'Gy')}, "
+               f"repair T½ {_num(p.repair_half_time_h, 1, 'h')}</dd>")
+    out.append("</dl>")
+    return "".join(out)
+
+
+def _goals_section(plan: Plan) -> str:
+    r = plan.results or {}
+    goals = r.get("goals") or []
+    out = ["<h2>Plan goals</h2>"]
+    if not goals:
+        out.append('<p class="note">No goals were evaluated for this plan.</p>')
+        return "".join(out)
+    rows = []
+    for g in goals:
+        rows.append([_badge(g.get("passed")), _e(g.get("goal", "")), _num(g.get("value"), 2), _num(g.get("limit"), 2)])
+    out.append(_table(["Result", "Goal", "Value", "Limit"], rows, num_from=2, row_class="goal-row"))
+    failed = r.get("failed_goals") or []
+    if failed:
+        out.append('<div class="alert"><strong>Goals not met:</strong> ' + "; ".join(_e(f) for f in failed) + "</div>")
+    return "".join(out)
+
+
+def _metrics_section(plan: Plan) -> str:
+    r = plan.results or {}
+    out = ["<h2>Dose metrics</h2>"]
+    targets = r.get("targets") or ({"target": r["target"]} if r.get("target") else {})
+    if targets:
+        keys = [("volume_cm3", "Volume (cm³)", 2), ("D90_Gy", "D90 (Gy)", 1), ("D100_Gy", "D100 (Gy)", 1),
+                ("V100_pct", "V100 (%)", 1), ("V150_pct", "V150 (%)", 1), ("V200_pct", "V200 (%)", 1),
+                ("CI", "CI", 3), ("EI", "EI", 3), ("HI", "HI", 3)]
+        rows = [[_e(name)] + [_num(m.get(k), d) for k, _, d in keys] for name, m in targets.items()]
+        out.append("<h3>Target</h3>" + _table(["Structure"] + [h for _, h, _ in keys], rows))
+    oars = r.get("oars") or {}
+    if oars:
+        keys = [("volume_cm3", "Volume (cm³)", 1), ("Dmax_Gy", "Dmax (Gy)", 1), ("D0.1cc_Gy", "D0.1cc (Gy)", 1),
+                ("D1cc_Gy", "D1cc (Gy)", 1), ("D2cc_Gy", "D2cc (Gy)", 1), ("Dmean_Gy", "Dmean (Gy)", 1)]
+        if any("EQD2max_Gy" in m for m in oars.values()):
+            keys.append(("EQD2max_Gy", "EQD2 max (Gy)", 1))
+        if any("EQD2_D0.1cc_Gy" in m for m in oars.values()):
+            keys.append(("EQD2_D0.1cc_Gy", "EQD2 D0.1cc (Gy)", 1))
+        rows = [[_e(name)] + [_num(m.get(k), d) for k, _, d in keys] for name, m in oars.items()]
+        out.append("<h3>Organs at risk</h3>" + _table(["Organ"] + [h for _, h, _ in keys], rows, row_class="oar-row"))
+        rb = r.get("radiobiology") or {}
+        if rb:
+            out.append(f'<p class="small">EQD2 with α/β {_num(rb.get("alpha_beta_oar_Gy"), 1)} Gy, repair T½ '
+                       f'{_num(rb.get("repair_half_time_h"), 1)} h: {_e(rb.get("model", ""))}</p>')
+    vbs = r.get("vertebral_bodies") or {}
+    if vbs:
+        keys = [("volume_cm3", "Volume (cm³)", 1), ("Dmean_Gy", "Dmean (Gy)", 1), ("D90_Gy", "D90 (Gy)", 1),
+                ("V100_pct", "V100 (%)", 1), ("V150_pct", "V150 (%)", 1)]
+        rows = [[_e(name)] + [_num(m.get(k), d) for k, _, d in keys] for name, m in vbs.items()]
+        out.append("<h3>Vertebral bodies</h3>" + _table(["Structure"] + [h for _, h, _ in keys], rows))
+    if not (targets or oars or vbs):
+        out.append('<p class="note">No dose metrics in this plan.</p>')
+    return "".join(out)
+
+
+def _plan_table_section(plan: Plan) -> str:
+    out = ["<h2>Treatment plan</h2>",
+           '<p class="small">Coordinates are patient LPS mm (+x left, +y posterior, +z superior) in the planning CT. '
+           "Retraction method: advance the needle to its tip, release the deepest seed (retraction 0), withdraw by "
+           "the listed distance from the tip and release the next seed.</p>"]
+    head = ["Needle", "Entry x, y, z (mm)", "Axial °", "Sagittal °", "Depth (mm)", "Seed", "Retraction (mm)",
+            "Seed x, y, z (mm)", "Activity (mCi)", "S_K (U)"]
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = []
+    rows = plan_table_rows(plan)
+    by_needle: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_needle.setdefault(row["needle"], []).append(row)
+    for n, needle in enumerate(plan.needles, start=1):
+        e = needle.entry
+        needle_cells = (f'<td rowspan="{{span}}"><strong>N{n}</strong></td>'
+                        f'<td rowspan="{{span}}" class="num">{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}</td>'
+                        f'<td rowspan="{{span}}" class="num">{needle.angle_to_axial_deg:.1f}</td>'
+                        f'<td rowspan="{{span}}" class="num">{needle.angle_to_sagittal_deg:.1f}</td>'
+                        f'<td rowspan="{{span}}" class="num">{needle.depth_mm:.1f}</td>')
+        seeds = by_needle.get(n, [])
+        if not seeds:
+            body.append('<tr class="needle-first needle-empty">' + needle_cells.format(span=1)
+                        + '<td colspan="5">no seeds on this needle</td></tr>')
+            continue
+        for i, s in enumerate(seeds):
+            first = needle_cells.format(span=len(seeds)) if i == 0 else ""
+            cls = "seed-row needle-first" if i == 0 else "seed-row"
+            body.append(
+                f'<tr class="{cls}">{first}<td class="num">{s["seed"]}</td><td class="num">{s["retraction_mm"]:.1f}</td>'
+                f'<td class="num">{s["seed_x_mm"]:.1f}, {s["seed_y_mm"]:.1f}, {s["seed_z_mm"]:.1f}</td>'
+                f'<td class="num">{s["activity_mCi"]:.3f}</td><td class="num">{s["strength_U"]:.4f}</td></tr>'
+            )
+    out.append(f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    acts = sorted({s.activity_mCi for s in plan.seeds})
+    act = ", ".join(f"{a:.3f}" for a in acts) if acts else "–"
+    out.append('<dl class="kv">'
+               f"<dt>Totals</dt><dd>{plan.n_seeds} seeds on {len(plan.needles)} needles; activity per seed {_e(act)} mCi; "
+               f"total activity <strong>{plan.total_activity_mCi:.2f} mCi</strong></dd></dl>")
+    if plan.pvp_needles:
+        rows2 = []
+        for k, n in enumerate(plan.pvp_needles, start=1):
+            e, t = n.entry, n.tip
+            rows2.append([_e(n.label or f"PVP {k}"), f"{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}", f"{t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}",
+                          f"{n.angle_to_axial_deg:.1f}", f"{n.angle_to_sagittal_deg:.1f}", f"{n.depth_mm:.1f}"])
+        out.append("<h3>Vertebroplasty (PVP) needles</h3>")
+        out.append(_table(["Needle", "Entry x, y, z (mm)", "Tip x, y, z (mm)", "Axial °", "Sagittal °", "Depth (mm)"],
+                          rows2, row_class="pvp-row"))
+    if plan.cement:
+        c = plan.cement
+        out.append(f'<p>Cement: {_num(c.get("volume_mL"), 1, "mL")}</p>')
+    return "".join(out)
+
+
+def _warnings_section(plan: Plan, unverified: bool) -> str:
+    r = plan.results or {}
+    items = [str(w) for w in (r.get("warnings") or [])]
+    for ne in r.get("not_evaluated") or []:
+        items.append(f"not evaluated: {ne}")
+    if unverified:
+        items.append(f"seed model {plan.seed_model} is UNVERIFIED")
+    for f in r.get("failed_goals") or []:
+        items.append(f"goal not met: {f}")
+    out = ["<h2>Warnings</h2>"]
+    if items:
+        out.append("<ul class=\"warnings\">" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>")
+    else:
+        out.append("<p>None.</p>")
+    return "".join(out)
+
+
+def _images_section(images: Mapping[str, str | Path]) -> str:
+    out = []
+    if _DVH_KEY in images:
+        out.append("<h2>Dose-volume histogram</h2>" + _img(images[_DVH_KEY], "Cumulative DVH"))
+    slices = [k for k in _SLICE_KEYS if k in images]
+    if slices:
+        out.append("<h2>Slice views</h2>")
+        out.extend(_img(images[k], f"{k.capitalize()} slice through the target centroid") for k in slices)
+    extra = [k for k in images if k != _DVH_KEY and k not in _SLICE_KEYS]
+    if extra:
+        out.append("<h2>3D views</h2>")
+        out.extend(_img(images[k], k.replace("_", " ")) for k in extra)
+    return f'<section class="images">{"".join(out)}</section>' if out else ""
+
+
+# ----------------------------------------------------------------------------- public
+def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None = None, title: str | None = None,
+                date: str | None = None) -> str:
+    """The report as an HTML string (see :func:`write_report`)."""
+    from .. import __version__
+    from ..planning.prescription import CITATIONS
+
+    plan = _plan_of(result_or_plan)
+    case = plan.case or {}
+    case_name = str(case.get("name") or case.get("case_name") or "unnamed case")
+    software = plan.software or {}
+    sw = f"{software.get('name', 'seedplan')} {software.get('version', __version__)}"
+    when = date or plan.created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    ttl = title or "125I seed implant plan"
+    unverified = _unverified(plan)
+
+    parts = [f"<h1>{_e(ttl)}</h1>",
+             f'<p class="meta"><span>Case: <strong>{_e(case_name)}</strong></span><span>Plan date: {_e(when)}</span>'
+             f"<span>Software: {_e(sw)}</span></p>"]
+    if case.get("ct_series_uid"):
+        parts.append(f'<p class="meta small">CT series UID {_e(case["ct_series_uid"])}</p>')
+    if unverified:
+        parts.append('<div class="alert unverified"><strong>UNVERIFIED seed model: '
+                     f"{_e(plan.seed_model)}</strong><br>The TG-43 dataset of this seed model has not been verified "
+                     "against its primary publication. Doses in this report must not be used clinically until a "
+                     "physicist has verified the dataset.</div>")
+    r = plan.results or {}
+    t = r.get("target") or {}
+    summary = (f"{plan.n_seeds} seeds, {len(plan.needles)} needles, total activity {plan.total_activity_mCi:.2f} mCi; "
+               f"PD {plan.prescription.dose_Gy:g} Gy")
+    if t:
+        summary += f"; target D90 {_num(t.get('D90_Gy'), 1)} Gy, V100 {_num(t.get('V100_pct'), 1)} %"
+    failed = r.get("failed_goals") or []
+    if r.get("goals") is not None:
+        summary += "; goals: " + ("all met" if not failed else f"{len(failed)} NOT met")
+    parts.append(f'<p class="note">{_e(summary)}</p>')
+    parts.append(_seed_model_section(plan))
+    parts.append(_prescription_section(plan))
+    parts.append(_goals_section(plan))
+    parts.append(_metrics_section(plan))
+    parts.append(_plan_table_section(plan))
+    if images:
+        parts.append(_images_section(images))
+    parts.append(_warnings_section(plan, unverified))
+    parts.append("<h2>Sources of the prescription defaults</h2><ul class=\"small\">"
+                 + "".join(f"<li><strong>{_e(k)}</strong>: {_e(v)}</li>" for k, v in CITATIONS.items()) + "</ul>")
+    parts.append(f"<footer><strong>{_e(_FOOTER)}</strong><br>Generated by {_e(sw)}.</footer>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(ttl)}: {_e(case_name)}</title>"
+            f"<style>{_CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n")
+
+
+def write_report(result_or_plan: Any, out_path: str | Path, *, images: Mapping[str, str | Path] | None = None,
+                 title: str | None = None, date: str | None = None) -> Path:
+    """Write the plan report as one self-contained HTML file, atomically.
+
+    Parameters
+    ----------
+    result_or_plan : PlanningResult or Plan
+        The plan (with its ``results`` metrics and goals).
+    out_path : path-like
+        Destination ``.html`` file.
+    images : mapping, optional
+        Name -> PNG path, embedded as data URIs: ``"dvh"``, ``"axial"``,
+        ``"sagittal"``, ``"coronal"``; any other name (3D screenshots) goes
+        into a "3D views" section.
+    title, date : str, optional
+        Report title and date (default: the plan's creation time).
+
+    Returns
+    -------
+    Path
+    """
+    return write_text_atomic(out_path, report_html(result_or_plan, images=images, title=title, date=date))
+
+
+def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path, *,
+                      images: Mapping[str, str | Path] | None = None, **slice_kwargs: Any) -> dict[str, Path]:
+    """Render the slice views and the DVH into ``out_dir`` and write ``report.html``.
+
+    Parameters
+    ----------
+    result : PlanningResult
+        From :func:`~seedplan.planning.planner.plan_case` (plan, dose grid and array, evaluation).
+    ct : CTImage
+    structures : StructureSet
+    out_dir : path-like
+    images : mapping, optional
+        Extra PNGs (e.g. 3D screenshots) to embed.
+    **slice_kwargs
+        Passed to :func:`~seedplan.viz.slices.render_slice_views`.
+
+    Returns
+    -------
+    dict
+        ``"axial"``, ``"sagittal"``, ``"coronal"``, ``"dvh"`` and ``"report"`` -> path.
+    """
+    from ..viz.dvh_plot import plot_dvh
+    from ..viz.slices import render_slice_views
+
+    out = Path(out_dir)
+    plan = _plan_of(result)
+    paths: dict[str, Path] = dict(render_slice_views(ct, structures, plan, result.dose_grid, result.dose_Gy, out,
+                                                     **slice_kwargs))
+    roles = {s.name: s.role for s in structures.values()} if structures is not None else None
+    paths["dvh"] = plot_dvh(result.evaluation, plan.prescription.dose_Gy, out / "dvh.png", roles=roles)
+    all_images: dict[str, Path] = dict(paths)
+    for k, v in (images or {}).items():
+        all_images[k] = Path(v)
+    paths["report"] = write_report(plan, out / "report.html", images=all_images)
+    return paths

@@ -20,8 +20,12 @@ def demo_dir(tmp_path_factory):
 
 
 def test_demo_writes_the_outputs(demo_dir):
-    for name in ("plan.json", "plan_table.csv", "dose.nrrd", "metrics.json", "case/case.json", "case/rtstruct.dcm"):
+    for name in ("plan.json", "plan_table.csv", "dose.nrrd", "metrics.json", "dvh.csv", "case/case.json",
+                 "case/rtstruct.dcm", "report.html", "slice_axial.png", "dvh.png", "dicom/RTPLAN.dcm",
+                 "dicom/RTDOSE.dcm", "dicom/RTSTRUCT.dcm"):
         assert (demo_dir / name).exists(), name
+    html = (demo_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "<script" not in html
     m = json.loads((demo_dir / "metrics.json").read_text())
     assert m["prescription_Gy"] == 120.0
     for key in ("volume_cm3", "D90_Gy", "D100_Gy", "V100_pct", "V150_pct", "V200_pct", "CI", "EI", "HI"):

@@ -47,7 +47,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     opts = PlanningOptions(**{k: v for k, v in case.planning.items()})
     result = plan_case(case.ct, case.structures, case.prescription, options=opts,
                        case_reference=case.reference, progress=_progress)
-    files = write_plan_outputs(result, Path(args.out), progress=_progress)
+    files = write_plan_outputs(result, Path(args.out), ct=case.ct, structures=case.structures, progress=_progress)
     print(format_plan_table(result.plan))
     for label, path in files.items():
         print(f"{label}: {path}")

@@ -8,7 +8,10 @@ Writes into the output folder:
 * ``plan_table.csv`` - the treatment plan table for the CT room;
 * ``dose.nrrd`` - the total dose (Gy) on a 1 mm grid around the target;
 * ``metrics.json`` - the plan metrics;
-* ``dvh.csv`` - cumulative DVHs in cm^3 and %.
+* ``dvh.csv`` - cumulative DVHs in cm^3 and %;
+* ``report.html`` - the printable plan report, with the slice views, the DVH
+  and 3D views as PNGs beside it;
+* ``dicom/`` - RTPLAN, RTDOSE and RTSTRUCT referencing the CT in ``case/ct``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def run_demo(
     reference = dict(case.reference)
     reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type}
     result = plan_case(case.ct, case.structures, case.prescription, case_reference=reference, progress=say)
-    files = write_plan_outputs(result, out, progress=say)
+    files = write_plan_outputs(result, out, ct=case.ct, structures=case.structures, progress=say)
     print(format_plan_table(result.plan))
     print()
     for label, path in files.items():

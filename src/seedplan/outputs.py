@@ -38,8 +38,21 @@ def write_dvh_csv(evaluation: Any, prescription_Gy: float, path: Path) -> Path:
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def write_plan_outputs(result: Any, out_dir: Path, *, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Write ``plan.json``, ``plan_table.csv``, ``dose.nrrd``, ``metrics.json`` and ``dvh.csv`` for a :class:`PlanningResult`."""
+def write_plan_outputs(
+    result: Any,
+    out_dir: Path,
+    *,
+    ct: Any = None,
+    structures: Any = None,
+    review: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Write the output folder of a :class:`~seedplan.planning.planner.PlanningResult`.
+
+    Always ``plan.json``, ``plan_table.csv``, ``dose.nrrd``, ``metrics.json`` and
+    ``dvh.csv``.  With the CT and structures (and ``review``), also the review
+    images, ``report.html`` and the DICOM RT export in ``dicom/``.
+    """
     say = progress or (lambda _m: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,5 +63,25 @@ def write_plan_outputs(result: Any, out_dir: Path, *, progress: Callable[[str], 
         "metrics": write_metrics(dict(result.plan.results), out / "metrics.json"),
         "dvh": write_dvh_csv(result.evaluation, result.plan.prescription.dose_Gy, out / "dvh.csv"),
     }
-    say(f"wrote {', '.join(p.name for p in files.values())} to {out}")
+    if review and ct is not None and structures is not None:
+        from .io.dicom_rt import export_plan_dicom
+        from .io.report import write_plan_report
+
+        say("exporting DICOM RT (RTPLAN, RTDOSE, RTSTRUCT)")
+        dicom = export_plan_dicom(result.plan, out / "dicom", ct=ct, structures=structures,
+                                  dose=(result.dose_grid, result.dose_Gy))
+        files.update({f"dicom_{k}": v for k, v in dicom.items()})
+        images = {}
+        try:
+            from .viz.scene import render_views
+
+            say("rendering 3D views")
+            images = render_views(result.plan, ct, structures, result.dose_grid, result.dose_Gy, out)
+            files.update({f"view3d_{k}": v for k, v in images.items()})
+        except ImportError:
+            pass
+        say("rendering slice views, DVH and report.html")
+        report = write_plan_report(result, ct, structures, out, images=images)
+        files.update(report)
+    say(f"wrote {len(files)} files to {out}")
     return files

@@ -9,8 +9,8 @@ Writes into the output folder:
 * ``dose.nrrd`` - the total dose (Gy) on a 1 mm grid around the target;
 * ``metrics.json`` - the plan metrics;
 * ``dvh.csv`` - cumulative DVHs in cm^3 and %;
-* ``report.html`` - the printable plan report, with the slice views, the DVH
-  and 3D views as PNGs beside it;
+* ``report.html`` - the printable plan report, with the slice views and the
+  DVH as PNGs beside it;
 * ``dicom/`` - RTPLAN, RTDOSE and RTSTRUCT referencing the CT in ``case/ct``.
 """
 

@@ -71,17 +71,8 @@ def write_plan_outputs(
         dicom = export_plan_dicom(result.plan, out / "dicom", ct=ct, structures=structures,
                                   dose=(result.dose_grid, result.dose_Gy))
         files.update({f"dicom_{k}": v for k, v in dicom.items()})
-        images = {}
-        try:
-            from .viz.scene import render_views
-
-            say("rendering 3D views")
-            images = render_views(result.plan, ct, structures, result.dose_grid, result.dose_Gy, out)
-            files.update({f"view3d_{k}": v for k, v in images.items()})
-        except ImportError:
-            pass
         say("rendering slice views, DVH and report.html")
-        report = write_plan_report(result, ct, structures, out, images=images)
+        report = write_plan_report(result, ct, structures, out)
         files.update(report)
     say(f"wrote {len(files)} files to {out}")
     return files

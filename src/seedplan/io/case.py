@@ -12,7 +12,9 @@ Format (paths are relative to the case file)::
       "roles": {"GTV": "target", "Cord": "oar"},    # optional: override roles guessed from names
       "prescription": {"dose_Gy": 120},             # optional: any Prescription field
       "planning": {"needle_mode": "free", "formalism": "2D",
-                   "calibration_date": "2026-11-20", "implant_date": "2026-11-21"}   # optional
+                   "calibration_date": "2026-11-20", "implant_date": "2026-11-21",
+                   "pvp_approach": "transpedicular", "cement_model": "combined",
+                   "cement_material": "pmma-baso4-30", "cement_volume_mL": null}   # optional
     }
 
 See ``examples/case_phantom.json``.
@@ -33,7 +35,9 @@ from ..planning.prescription import Prescription
 
 FORMAT = "seedplan-case/1"
 _KEYS = {"format", "name", "ct", "ct_series_uid", "structures", "roles", "prescription", "planning"}
-_PLANNING_KEYS = {"needle_mode", "formalism", "calibration_date", "implant_date", "dose_spacing_mm", "rng_seed"}
+_PLANNING_KEYS = {"needle_mode", "formalism", "calibration_date", "implant_date", "dose_spacing_mm", "rng_seed",
+                  "pvp_approach", "cement", "cement_volume_mL", "cement_model", "cement_material",
+                  "cement_seed_margin_mm", "heterogeneity"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +120,12 @@ def load_case(path: str | Path) -> Case:
     planning = data.get("planning") or {}
     if not isinstance(planning, Mapping) or set(planning) - _PLANNING_KEYS:
         raise FileFormatError(f"{src}: planning accepts only {sorted(_PLANNING_KEYS)}")
+    from ..planning.planner import PlanningOptions
+
+    try:
+        PlanningOptions(**planning)
+    except (InputError, TypeError) as exc:
+        raise FileFormatError(f"{src}: planning: {exc}") from None
     name = str(data.get("name") or src.stem)
     reference = {
         "name": name,
@@ -152,3 +162,22 @@ def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, l
     if planning:
         data["planning"] = dict(planning)
     return write_text_atomic(dest, json.dumps(data, indent=1) + "\n")
+
+
+def load_plan_case(plan: Any) -> Case:
+    """The case a saved plan was made on (``plan.case["case_file"]``).
+
+    Raises
+    ------
+    InputError
+        The plan has no case reference.
+    FileFormatError
+        The case file is gone.
+    """
+    case_file = plan.case.get("case_file") if isinstance(plan.case, Mapping) else None
+    if not case_file:
+        raise InputError("the plan has no case reference (case.case_file); its CT cannot be found")
+    if not Path(str(case_file)).is_file():
+        raise FileFormatError(f"the plan's case file {case_file} does not exist; the CT is needed "
+                              "(move the case back or re-plan)")
+    return load_case(case_file)

@@ -87,6 +87,7 @@ from ..errors import FileFormatError, InputError
 from ..geometry import Grid
 from ..imaging.ct import CTImage, deterministic_uid
 from ..imaging.structures import RT_STRUCTURE_SET_STORAGE, StructureSet, write_rtstruct
+from .case import load_plan_case
 from ..plan import Plan
 
 __all__ = [
@@ -765,22 +766,6 @@ def export_rtstruct(
 
 
 # ============================================================================ all three
-def _load_case_for(plan: Plan) -> Any:
-    from .case import load_case
-
-    case_file = plan.case.get("case_file") if isinstance(plan.case, Mapping) else None
-    if not case_file:
-        raise InputError(
-            "the plan has no case reference (case.case_file); pass ct= (and structures=) to export it as DICOM RT"
-        )
-    if not Path(str(case_file)).is_file():
-        raise FileFormatError(
-            f"the plan's case file {case_file} does not exist; the CT is needed to export DICOM RT "
-            "(move the case back or pass ct=)"
-        )
-    return load_case(case_file)
-
-
 def export_plan_dicom(
     plan: Plan,
     out_dir: str | os.PathLike[str],
@@ -830,7 +815,7 @@ def export_plan_dicom(
         raise InputError(f"export_plan_dicom: output path {out} exists and is not a folder")
     ct_source: Path | None = None
     if ct is None:
-        case = _load_case_for(plan)
+        case = load_plan_case(plan)
         ct = case.ct
         ct_source = Path(case.reference["ct"])
         if structures is None:
@@ -849,7 +834,7 @@ def export_plan_dicom(
         if structures is None:
             case_file = plan.case.get("case_file") if isinstance(plan.case, Mapping) else None
             if case_file and Path(str(case_file)).is_file():
-                structures = _load_case_for(plan).structures
+                structures = load_plan_case(plan).structures
     _require_ct_uids(ct, "export_plan_dicom")
     if dose is None:
         say(f"computing the dose of {plan.n_seeds} seeds on a {dose_spacing_mm:g} mm grid")
@@ -861,6 +846,12 @@ def export_plan_dicom(
             raise InputError("export_plan_dicom: dose must be a (Grid, dose_Gy array) pair") from None
     if structures is not None and structures.grid is not None and not structures.grid.same_geometry(ct.grid):
         structures = structures.resampled(ct.grid)
+    if plan.cement and structures is not None and "cement" not in structures:
+        from ..planning.cement import CementPlan
+
+        say("re-simulating the planned cement for the RTSTRUCT")
+        cement = CementPlan.from_dict(plan.cement, ct, structures)
+        structures = StructureSet([*structures.values(), cement.structure(ct.grid)])
     out.mkdir(parents=True, exist_ok=True)
     say(f"writing DICOM RT to {out}")
     rs = export_rtstruct(plan, ct, structures, out / "RTSTRUCT.dcm", ct_source=ct_source)

@@ -99,7 +99,21 @@ def summary_lines(plan: Plan) -> list[str]:
                      f"D1cc {m.get('D1cc_Gy', float('nan')):.1f} Gy  D2cc {m.get('D2cc_Gy', float('nan')):.1f} Gy")
     cement = r.get("cement")
     if cement:
-        lines.append(f"cement: {cement.get('volume_mL', float('nan')):.1f} mL, fill {cement.get('fill_pct', float('nan')):.1f} %")
+        nan = float("nan")
+        leaks = [f"{k} at {v:.1f} mL" for k, v in (cement.get("leak_flags") or {}).items() if v is not None]
+        lines.append(
+            f"cement: {cement.get('volume_mL', nan):.1f} mL {cement.get('material', '')} ("
+            + ("recommended" if cement.get("volume_source") == "recommended" else
+               f"requested; recommended {cement.get('recommended_mL', nan):.1f} mL")
+            + f") into {cement.get('vertebral_body', '')}, "
+            f"fill {cement.get('fill_pct', nan):.1f} %, max cross-section ratio {cement.get('max_cross_section_ratio', nan):.2f}, "
+            f"endplate contact {cement.get('endplate_contact', '')}, leak flags: {', '.join(leaks) if leaks else 'none'}"
+        )
+    het = r.get("heterogeneity")
+    if het and het.get("target"):
+        h = het["target"]
+        lines.append(f"cement/bone-corrected dose (approximate, not TG-186): target D90 {h.get('D90_Gy', float('nan')):.1f} Gy, "
+                     f"V100 {h.get('V100_pct', float('nan')):.1f} %")
     for k, n in enumerate(plan.pvp_needles, start=1):
         e, t = n.entry, n.tip
         lines.append(
@@ -137,7 +151,9 @@ def format_plan_table(plan: Plan) -> str:
         shown = r if r[0] != prev else [""] * 5 + r[5:]
         prev = r[0]
         lines.append("  ".join(c.ljust(w) for c, w in zip(shown, widths)))
-    return "\n".join(lines + [""] + summary_lines(plan))
+    reasoning = ((plan.cement or {}).get("recommendation") or {}).get("reasoning") or []
+    extra = ["", "cement volume recommendation:"] + [f"  {x}" for x in reasoning] if reasoning else []
+    return "\n".join(lines + [""] + summary_lines(plan) + extra)
 
 
 def write_plan_table_csv(plan: Plan, path: str | Path) -> Path:

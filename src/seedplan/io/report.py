@@ -282,9 +282,52 @@ def _plan_table_section(plan: Plan) -> str:
         out.append("<h3>Vertebroplasty (PVP) needles</h3>")
         out.append(_table(["Needle", "Entry x, y, z (mm)", "Tip x, y, z (mm)", "Axial °", "Sagittal °", "Depth (mm)"],
                           rows2, row_class="pvp-row"))
-    if plan.cement:
-        c = plan.cement
-        out.append(f'<p>Cement: {_num(c.get("volume_mL"), 1, "mL")}</p>')
+    return "".join(out)
+
+
+def _cement_section(plan: Plan) -> str:
+    """The vertebroplasty cement plan and the cement/bone-corrected dose beside TG-43."""
+    c = plan.cement
+    if not c:
+        return ""
+    r = plan.results or {}
+    mat = c.get("material") or {}
+    leaks = [(k, v) for k, v in (c.get("leak_flags") or {}).items()]
+    rows = [
+        ("Vertebral body", _e(c.get("vertebral_body", ""))),
+        ("Cement", _e(mat.get("name", "")) + (" (radiopaque: seeds kept out of it)"
+                                                if mat.get("radiopacifier", "none") != "none" else "")),
+        ("Planned volume", f'{_num(c.get("planned_mL"), 1, "mL")} ({_e(c.get("volume_source", ""))}; recommended '
+                           f'{_num((c.get("recommendation") or {}).get("volume_mL"), 1, "mL")})'),
+        ("Simulated volume", _num(c.get("volume_mL"), 2, "mL")),
+        ("Fill of the vertebral body", _num(c.get("fill_pct"), 1, "%")),
+        ("Max cement cross-section ratio", _num(c.get("max_cross_section_ratio"), 2)),
+        ("Endplate contact", _e(c.get("endplate_contact", ""))),
+        ("Leak-risk flags", ", ".join(f"<strong>{_e(k)}</strong> at {_num(v, 1, 'mL')}" for k, v in leaks if v is not None)
+         or "none"),
+        ("Injection from", "; ".join("(" + ", ".join(f"{x:.1f}" for x in t) + ") mm" for t in c.get("tips_mm") or [])),
+    ]
+    out = ["<h2>Vertebroplasty cement</h2>", _table(["Item", "Value"], rows, num_from=2)]
+    reasoning = (c.get("recommendation") or {}).get("reasoning") or []
+    if reasoning:
+        out.append('<p class="small">Volume recommendation:</p><ul class="small">'
+                   + "".join(f"<li>{_e(x)}</li>" for x in reasoning) + "</ul>")
+    out.append(f'<p class="small">Fill simulation: {_e(c.get("model", ""))}.</p>')
+    het = r.get("heterogeneity") or {}
+    t = r.get("target") or {}
+    if het.get("target") and t:
+        h = het["target"]
+        rows = [(_e(k), _num(t.get(k), 1), _num(h.get(k), 1)) for k in ("D90_Gy", "D100_Gy", "V100_pct", "V150_pct", "V200_pct")]
+        ho = het.get("target_outside_cement")
+        if ho:
+            rows += [(_e(f"{k} (target outside cement)"), "–", _num(ho.get(k), 1)) for k in ("D90_Gy", "V100_pct")]
+        for name, o in (het.get("oars") or {}).items():
+            tw = (r.get("oars") or {}).get(name) or {}
+            rows.append((_e(f"{name} D0.1cc_Gy"), _num(tw.get("D0.1cc_Gy"), 1), _num(o.get("D0.1cc_Gy"), 1)))
+        out.append("<h3>Dose with cement and bone</h3>")
+        out.append(_table(["Metric", "TG-43 dose to water", "Corrected (approximate)"], rows))
+        out.append(f'<p class="small">Corrected: {_e(het.get("label", ""))}. The plan and its goals use the TG-43 '
+                   "dose to water.</p>")
     return "".join(out)
 
 
@@ -361,6 +404,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
     parts.append(_goals_section(plan))
     parts.append(_metrics_section(plan))
     parts.append(_plan_table_section(plan))
+    parts.append(_cement_section(plan))
     if images:
         parts.append(_images_section(images))
     parts.append(_warnings_section(plan, unverified))

@@ -21,7 +21,7 @@ import heapq
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +35,8 @@ from ..imaging.structures import Structure
 
 __all__ = [
     "CementMaterial",
+    "CEMENT_MATERIALS",
+    "cement_material",
     "PMMA",
     "PMMA_BASO4_10",
     "PMMA_BASO4_30",
@@ -42,12 +44,18 @@ __all__ = [
     "DEFAULT_CEMENT",
     "CementModel",
     "CementRecommendation",
+    "COMBINED_WITH_SEEDS",
+    "CEMENT_MODELS",
     "recommend_cement_volume",
     "CementResult",
     "simulate_cement",
     "cement_excludes_slots",
     "cross_section_ratios",
     "LEAK_FLAGS",
+    "CementPlan",
+    "plan_cement",
+    "lesion_type_from_hu",
+    "level_from_name",
     "BAROUD_SI_AP_RATIO",
 ]
 
@@ -105,6 +113,29 @@ PMMA_BASO4_30 = CementMaterial("PMMA + 30 wt% BaSO4", "BaSO4", 0.30, 1.45, 3.50,
 PMMA_ZRO2_15 = CementMaterial("PMMA + 15 wt% ZrO2", "ZrO2", 0.15, 1.30, 4.59, 11.5)
 #: Default cement (see the warning on :data:`PMMA_BASO4_30`).
 DEFAULT_CEMENT = PMMA_BASO4_30
+#: The presets by short key (the names case files and ``PlanningOptions.cement_material`` use).
+CEMENT_MATERIALS: Mapping[str, CementMaterial] = MappingProxyType({
+    "pmma": PMMA,
+    "pmma-baso4-10": PMMA_BASO4_10,
+    "pmma-baso4-30": PMMA_BASO4_30,
+    "pmma-zro2-15": PMMA_ZRO2_15,
+})
+
+
+def cement_material(material: "str | CementMaterial") -> CementMaterial:
+    """A :class:`CementMaterial` from a preset key (``"pmma-baso4-30"``...), its name, or itself."""
+    if isinstance(material, CementMaterial):
+        return material
+    if isinstance(material, str):
+        key = material.strip().lower()
+        if key in CEMENT_MATERIALS:
+            return CEMENT_MATERIALS[key]
+        for m in CEMENT_MATERIALS.values():
+            if m.name.lower() == key:
+                return m
+    raise InputError(
+        f"cement material {material!r} is unknown; use one of {sorted(CEMENT_MATERIALS)} or a CementMaterial"
+    )
 
 
 # ======================================================================= recommendation
@@ -149,6 +180,16 @@ class CementModel:
                 raise InputError(f"CementModel.{k} must be a positive volume in mL, got {v!r}")
         if self.min_mL > self.max_mL:
             raise InputError(f"CementModel.min_mL ({self.min_mL}) must be <= max_mL ({self.max_mL})")
+
+
+#: The combined procedure (PVP + 125I seeds in the same body): the seeds treat the lesion and the
+#: cement restores strength.  Fill Molloy 2003's 16.2 % (strength) of the bone outside the lytic
+#: cavity, not the cavity, clamped to the 1-5 mL per level of the PVP + 125I metastasis series
+#: (mean 2.8 thoracic / 3.1 lumbar, PMC3545348) [V] (clinical_planning.md s.5).
+COMBINED_WITH_SEEDS = CementModel(target_fill_fraction=0.162, lesion_fill_fraction=0.0, min_mL=1.0, max_mL=5.0)
+#: Cement models by name (``PlanningOptions.cement_model``): ``"pvp"`` vertebroplasty alone
+#: (:class:`CementModel` defaults), ``"combined"`` with seeds in the lesion.
+CEMENT_MODELS: Mapping[str, CementModel] = MappingProxyType({"pvp": CementModel(), "combined": COMBINED_WITH_SEEDS})
 
 
 @dataclass(frozen=True)
@@ -253,21 +294,24 @@ def recommend_cement_volume(
     ]
     if lesion is not None:
         lines.append(f"Lesion {lesion.name!r} inside the VB: {v_les:.1f} cm3 ({lesion_type}; "
-                     f"{'counted as a cavity' if cavity else 'sclerotic, filled like bone'}).")
+                     f"{'a cavity' if cavity else 'sclerotic, filled like bone'}).")
     base = f * (v_vb - cavity)
     raw = base + fl * cavity
     lines.append(
-        f"Fill {f:.0%} of the non-cavity VB ({v_vb - cavity:.1f} cm3) = {base:.2f} mL: between Molloy 2003 "
-        "(16.2 % restored strength, 29.8 % stiffness) and at Nieuwenhuijse 2012's >= 24 % [R/?]."
+        f"Fill {100 * f:.1f} % of the non-cavity VB ({v_vb - cavity:.1f} cm3) = {base:.2f} mL (Molloy 2003: 16.2 % "
+        "fill restored strength, 29.8 % stiffness; Nieuwenhuijse 2012: >= 24 % with better pain relief [R/?])."
     )
-    if cavity:
+    if cavity and fl > 0:
         lines.append(f"Plus {fl:.0%} of the lytic cavity ({cavity:.1f} cm3) = {fl * cavity:.2f} mL; total {raw:.2f} mL.")
+    elif cavity:
+        lines.append(f"The lytic cavity ({cavity:.1f} cm3) is not counted: its seeds treat it (combined procedure).")
     vol = min(max(raw, model.min_mL), model.max_mL)
     clamped = vol != raw
     if clamped:
         lines.append(
-            f"Clamped {raw:.2f} -> {vol:.2f} mL to the reference study's {model.min_mL:g}-{model.max_mL:g} mL range "
-            "(leakage rises with volume; Nieuwenhuijse 2012 [R])."
+            f"Clamped {raw:.2f} -> {vol:.2f} mL to the model's {model.min_mL:g}-{model.max_mL:g} mL range "
+            + ("(the PVP + 125I metastasis series, PMC3545348)." if model == COMBINED_WITH_SEEDS else
+               "(reference study; leakage rises with volume, Nieuwenhuijse 2012 [R]).")
         )
     lines.append(f"Recommended cement volume: {vol:.1f} mL = {vol / v_vb:.0%} of the VB.")
     if region == "thoracic":
@@ -752,3 +796,248 @@ def cement_excludes_slots(
         dist, _ = cKDTree(centres).query(pts, k=1, distance_upper_bound=margin_mm + 1e-9)
         out |= np.isfinite(dist)
     return out
+
+
+# ======================================================================= cement plan
+#: Mean HU of the lesion inside the vertebral body below which it counts as lytic (a
+#: cavity): between soft tissue (~20-80 HU) and normal cancellous bone (~150-300 HU)
+#: [assumption, configurable through ``lesion_type``].
+LYTIC_MAX_HU = 120.0
+
+
+def lesion_type_from_hu(ct: CTImage, lesion: Structure, vertebral_body: Structure) -> str:
+    """``"lytic"`` when the lesion's mean HU inside the VB is below :data:`LYTIC_MAX_HU`, else ``"blastic"``."""
+    m = _on_ct(lesion, ct, "lesion") & _on_ct(vertebral_body, ct, "vertebral_body")
+    if not m.any():
+        return "lytic"
+    return "lytic" if float(np.mean(ct.hu[m])) < LYTIC_MAX_HU else "blastic"
+
+
+def level_from_name(name: str) -> str | None:
+    """The vertebral level in a structure name (``"vertebral_body_L3"`` -> ``"L3"``), or None."""
+    import re
+
+    hit = re.search(r"(?:^|[^A-Za-z])([CTLS])(\d{1,2})(?:$|[^0-9])", str(name), flags=re.IGNORECASE)
+    return f"{hit.group(1).upper()}{int(hit.group(2))}" if hit else None
+
+
+def _on_ct(s: Structure, ct: CTImage, what: str) -> np.ndarray:
+    if not isinstance(s, Structure):
+        raise InputTypeError(f"{what} must be a seedplan Structure, got {type(s).__name__}")
+    if s.grid.same_geometry(ct.grid):
+        return np.asarray(s.mask, dtype=bool)
+    return np.asarray(s.resampled(ct.grid).mask, dtype=bool)
+
+
+@dataclass(frozen=True, eq=False)
+class CementPlan:
+    """The planned vertebroplasty of one vertebral body: volume, material and simulated fill.
+
+    Attributes
+    ----------
+    vertebral_body : str
+        Name of the treated vertebral-body structure.
+    level : str or None
+        Vertebral level (``"L3"``), from the structure name when not given.
+    lesion_type : {"lytic", "blastic"}
+    material : CementMaterial
+    tips_mm : tuple of (x, y, z)
+        The vertebroplasty needle tips the cement is injected from (LPS mm).
+    recommendation : CementRecommendation
+        The fill-fraction recommendation and its reasoning.
+    volume_source : {"recommended", "requested"}
+        Whether the simulated volume is the recommendation or the user's.
+    result : CementResult
+        The simulated fill (mask on the CT grid and its metrics).
+    """
+
+    vertebral_body: str
+    level: str | None
+    lesion_type: str
+    material: CementMaterial
+    tips_mm: tuple[tuple[float, float, float], ...]
+    recommendation: CementRecommendation
+    volume_source: str
+    result: CementResult
+
+    @property
+    def radiopaque(self) -> bool:
+        """True for a BaSO4 or ZrO2 loaded cement (seeds must stay out of it)."""
+        return self.material.radiopacifier != "none"
+
+    def structure(self, grid: Grid, name: str = "cement") -> Structure:
+        """The simulated cement as a structure on ``grid`` (the CT grid it was planned on).
+
+        Its role is ``avoidance``: seeds and needles keep out of radiopaque cement.
+        """
+        from ..imaging.structures import Role
+
+        if tuple(grid.shape) != self.result.mask.shape:
+            raise GeometryError(f"the cement mask {self.result.mask.shape} is not on this grid {grid.shape}; pass the CT grid")
+        return Structure(name, Role.AVOIDANCE, self.result.mask, grid)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per tripped leak-risk flag, and when the front could not reach the volume."""
+        r = self.result
+        out = [
+            f"cement leak risk: '{flag}' reached at {v:.1f} mL of the planned {r.requested_mL:.1f} mL"
+            for flag, v in r.leak_flags.items() if v is not None
+        ]
+        if r.exhausted:
+            out.append(f"cement: only {r.volume_mL:.1f} mL of the planned {r.requested_mL:.1f} mL can be reached "
+                       "from the needle tips")
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics.json`` ``"cement"`` block."""
+        r = self.result
+        return {
+            "volume_mL": round(r.volume_mL, 3),
+            "fill_pct": round(r.fill_pct, 2),
+            "max_cross_section_ratio": round(r.max_cross_section_ratio, 4),
+            "endplate_contact": r.endplate_contact,
+            "leak_flags": {k: (None if v is None else round(v, 3)) for k, v in r.leak_flags.items()},
+            "recommended_mL": round(self.recommendation.volume_mL, 3),
+            "volume_source": self.volume_source,
+            "vertebral_body": self.vertebral_body,
+            "material": self.material.name,
+            "max_slice_ratio": round(r.max_slice_ratio, 4),
+            "simulation_time_s": round(r.elapsed_s, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], ct: CTImage, structures: Any) -> "CementPlan":
+        """Rebuild a plan file's ``"cement"`` entry on its case, re-simulating the fill (deterministic).
+
+        Raises
+        ------
+        InputError
+            A missing or malformed key (named as ``cement.<key>``), or a
+            vertebral body that is not among ``structures``.
+        """
+        def get(key: str, kind: Any) -> Any:
+            v = data.get(key) if isinstance(data, Mapping) else None
+            if not isinstance(v, kind):
+                raise InputError(f"plan cement.{key} is missing or malformed; re-plan the case to rebuild the cement")
+            return v
+
+        name = get("vertebral_body", str)
+        if name not in structures:
+            raise InputError(f"the plan's cement is in vertebral body {name!r}, which is not among the case "
+                             f"structures {list(structures.names)}")
+        m = get("material", Mapping)
+        try:
+            mat = CementMaterial(str(m["name"]), str(m["radiopacifier"]), float(m["fraction_wt"]),
+                                 float(m["density_g_cm3"]), float(m["mu_cm"]), float(m["muen_ratio_water"]))
+            r = get("recommendation", Mapping)
+            rec = CementRecommendation(float(r["volume_mL"]), float(r["vb_volume_cm3"]), float(r["lesion_volume_cm3"]),
+                                       float(r["fill_fraction"]), bool(r["clamped"]),
+                                       tuple(str(x) for x in r["reasoning"]))
+            tips = np.asarray(get("tips_mm", list), dtype=float)
+            planned = float(get("planned_mL", (int, float)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"plan cement entry is malformed ({exc}); re-plan the case to rebuild the cement") from None
+        vb = _on_ct(structures[name], ct, "vertebral_body")
+        res = simulate_cement(ct, vb, ct.grid, tips, planned)
+        return cls(name, data.get("level"), str(data.get("lesion_type", "lytic")), mat,
+                   tuple(tuple(float(v) for v in t) for t in tips), rec, str(data.get("volume_source", "requested")),
+                   res)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan file's ``"cement"`` entry: enough to rebuild it (:meth:`from_dict`)."""
+        m = self.material
+        return {
+            **self.metrics(),
+            "vertebral_body": self.vertebral_body,
+            "level": self.level,
+            "lesion_type": self.lesion_type,
+            "material": {"name": m.name, "radiopacifier": m.radiopacifier, "fraction_wt": m.fraction_wt,
+                         "density_g_cm3": m.density_g_cm3, "mu_cm": m.mu_cm,
+                         "muen_ratio_water": m.muen_ratio_water},
+            "tips_mm": [list(t) for t in self.tips_mm],
+            "planned_mL": round(self.result.requested_mL, 4),
+            "volume_source": self.volume_source,
+            "recommendation": {
+                "volume_mL": round(self.recommendation.volume_mL, 4),
+                "vb_volume_cm3": round(self.recommendation.vb_volume_cm3, 4),
+                "lesion_volume_cm3": round(self.recommendation.lesion_volume_cm3, 4),
+                "fill_fraction": round(self.recommendation.fill_fraction, 5),
+                "clamped": self.recommendation.clamped,
+                "reasoning": list(self.recommendation.reasoning),
+            },
+            "model": "HU-driven front growth from the needle tips (Dijkstra, 26-neighbour), "
+                     f"SI/AP speed {BAROUD_SI_AP_RATIO:.2f} (Baroud 2004), cortex >= 700 HU a barrier",
+        }
+
+
+def plan_cement(
+    ct: CTImage,
+    vertebral_body: Structure,
+    needle_tips_mm: Any,
+    *,
+    lesion: Structure | None = None,
+    level: str | None = None,
+    lesion_type: str = "auto",
+    volume_mL: float | None = None,
+    material: "str | CementMaterial" = DEFAULT_CEMENT,
+    model: CementModel = CementModel(),
+) -> CementPlan:
+    """Recommend the cement volume of a vertebral body and simulate its fill from the PVP needle tips.
+
+    Parameters
+    ----------
+    ct : CTImage
+    vertebral_body : Structure
+        The treated vertebral body (resampled to the CT grid if needed).
+    needle_tips_mm : (T, 3) array
+        Vertebroplasty needle tips (one or two), inside the vertebral body.
+    lesion : Structure, optional
+        The metastasis; its part inside the body is the lytic cavity.
+    level : str, optional
+        Vertebral level; default from the structure name (``vertebral_body_L3``).
+    lesion_type : {"auto", "lytic", "blastic"}
+        ``"auto"``: from the lesion's mean HU (:func:`lesion_type_from_hu`).
+    volume_mL : float, optional
+        Inject this volume instead of the recommendation (must fit in the body).
+    material : str or CementMaterial
+        A :data:`CEMENT_MATERIALS` key or a material.
+    model : CementModel
+
+    Returns
+    -------
+    CementPlan
+    """
+    mat = cement_material(material)
+    vb = _on_ct(vertebral_body, ct, "vertebral_body")
+    if not vb.any():
+        raise InputError(f"vertebral body structure {vertebral_body.name!r} is empty; it must contain voxels")
+    vb_s = Structure(vertebral_body.name, vertebral_body.role, vb, ct.grid)
+    les_s = None
+    if lesion is not None:
+        les_s = Structure(lesion.name, lesion.role, _on_ct(lesion, ct, "lesion"), ct.grid)
+    if lesion_type == "auto":
+        lesion_type = lesion_type_from_hu(ct, les_s, vb_s) if les_s is not None else "lytic"
+    lvl = level if level is not None else level_from_name(vertebral_body.name)
+    rec = recommend_cement_volume(vb_s, les_s, level=lvl, lesion_type=lesion_type, model=model)
+    if volume_mL is None:
+        fillable_mL = float((vb & (ct.hu < 700.0)).sum()) * ct.grid.voxel_volume_mm3 / 1000.0
+        vol, source = rec.volume_mL, "recommended"
+        if vol > fillable_mL:
+            vol = fillable_mL
+            rec = replace(rec, volume_mL=vol, reasoning=rec.reasoning + (
+                f"Reduced to {vol:.1f} mL: all the non-cortical bone of {vertebral_body.name!r}.",))
+    else:
+        vol, source = volume_mL, "requested"
+    res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, vol)
+    tips = np.atleast_2d(np.asarray(needle_tips_mm, dtype=float))
+    return CementPlan(
+        vertebral_body=vertebral_body.name,
+        level=lvl,
+        lesion_type=lesion_type,
+        material=mat,
+        tips_mm=tuple(tuple(float(v) for v in t) for t in tips),
+        recommendation=rec,
+        volume_source=source,
+        result=res,
+    )

@@ -981,6 +981,7 @@ def pvp_needle_paths(
     tip_inset_mm: float = 4.0,
     w_pedicle_per_mm: float = 0.5,
     w_centre_per_mm: float = 0.5,
+    tip_offset_fraction: float = 0.5,
     rng: np.random.Generator | int | None = None,
 ) -> NeedlePlan:
     """Vertebroplasty needle paths with the tip in the anterior third of the vertebral body.
@@ -1008,7 +1009,13 @@ def pvp_needle_paths(
         (parapedicular), tip distance inside the deep edge of the anterior third.
     w_pedicle_per_mm, w_centre_per_mm : float
         Cost bonus per mm run inside the pedicle (transpedicular) and cost per
-        mm of tip distance from the mid-height of the anterior third.
+        mm of tip distance from its aim point: the mid-height of the anterior
+        third and (twice the weight) laterally, ``tip_offset_fraction`` of the half-width from
+        the midline (bilateral) or the midline (single needle).
+    tip_offset_fraction : float
+        Bilateral tips aim at this fraction of the vertebral body's half-width
+        from the midline, on their own side (0.5: the middle of each half, for
+        a symmetric cement fill that reaches the midline).
     rng : numpy.random.Generator or int, optional
         Randomness for the sub-sample of the region (default: seed 0).
 
@@ -1019,6 +1026,8 @@ def pvp_needle_paths(
     """
     if approach not in ("transpedicular", "parapedicular"):
         raise InputError(f"approach must be 'transpedicular' or 'parapedicular', got {approach!r}")
+    if not isinstance(tip_offset_fraction, (int, float)) or not 0.0 <= tip_offset_fraction <= 1.0:
+        raise InputError(f"tip_offset_fraction must be a fraction of the half-width in [0, 1], got {tip_offset_fraction!r}")
     vb = _check_mask(vertebral_body, grid, "vertebral_body")
     if not vb.any():
         raise PlanningError("'vertebral_body' is empty")
@@ -1082,6 +1091,10 @@ def pvp_needle_paths(
 
     cost = scene.cost(tr, dirs, np.zeros(len(tips)))
     cost = cost + w_centre_per_mm * np.abs(tips[:, 2] - centre[2])  # mid-height of the body
+    if bilateral:  # each tip in the middle of its half of the body
+        half_w = 0.5 * float(vb_pts[:, 0].max() - vb_pts[:, 0].min())
+        aim = tip_offset_fraction * half_w
+        cost = cost + 2.0 * w_centre_per_mm * np.abs(np.abs(tips[:, 0] - mid_x) - aim)
     if approach == "transpedicular":
         cost = cost - w_pedicle_per_mm * tr["len"][:, _BIT_AUX]  # follow the pedicle axis
     side = np.where(tr["entry"][:, 0] > mid_x, "left", "right")

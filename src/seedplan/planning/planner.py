@@ -11,6 +11,14 @@
   needle may cross (trocar access, as in vertebroplasty); all other bone
   (HU above ``bone_min_hu``) blocks a needle unless a bone drill is allowed;
 * ``body``: the skin (from HU when missing).
+
+With a vertebral body and ``PlanningOptions.pvp_approach``, the chain also
+plans the vertebroplasty: needle paths into the body, the cement volume and
+its simulated fill (:func:`~seedplan.planning.cement.plan_cement`).  The
+cement is planned before the seeds because radiopaque cement shields them:
+seed slots inside it (+ ``cement_seed_margin_mm``) are removed.  The dose is
+then also reported with a primary-attenuation correction for cement and bone,
+beside the TG-43 dose to water.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from ..imaging.ct import CTImage
 from ..imaging.structures import Role, Structure, StructureSet
 from ..plan import Plan, PlannedSeed
 from ..sources import load_seed_model
+from .cement import CEMENT_MODELS, CementPlan, plan_cement
 from .needles import Needle, NeedleConstraints, NeedlePlan, candidate_slots, plan_needles, pvp_needle_paths
 from .prescription import Prescription
 from .seeds import SeedGoals, SeedSolution, optimise_seeds
@@ -40,8 +49,8 @@ from .seeds import SeedGoals, SeedSolution, optimise_seeds
 Progress = Callable[[str], None]
 
 #: How far inside the goals the optimiser aims (its samples are coarser than the evaluation's):
-#: V100 goal + 0.5 percentage points, OAR D0.1cc limits x 0.97.
-COVERAGE_MARGIN = {"d90_fraction": 0.0, "v100_pct": 0.5, "oar_fraction": 0.97}
+#: V100 goal + 0.5 percentage points, V150/V200 limits - 1 point, OAR D0.1cc limits x 0.97.
+COVERAGE_MARGIN = {"d90_fraction": 0.0, "v100_pct": 0.5, "v150_pct": 1.0, "v200_pct": 1.0, "oar_fraction": 0.97}
 
 #: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
 BONE_MIN_HU = 250.0
@@ -74,7 +83,23 @@ class PlanningOptions:
         Seed of every randomised step (deterministic plans).
     pvp_approach : {"transpedicular", "parapedicular"} or None
         Also plan the bilateral vertebroplasty needles into the treated
-        vertebral body (None: skip).
+        vertebral body (None: skip, and no cement).
+    cement : bool
+        Plan and simulate the cement from the vertebroplasty needle tips.
+    cement_volume_mL : float, optional
+        Inject this volume instead of the recommended one.
+    cement_model : {"combined", "pvp"}
+        Volume model (:data:`~seedplan.planning.cement.CEMENT_MODELS`):
+        ``"combined"`` (seeds treat the lesion, cement restores strength,
+        1-5 mL) or ``"pvp"`` (vertebroplasty alone, cavity filled, 2-9 mL).
+    cement_material : str
+        A :data:`~seedplan.planning.cement.CEMENT_MATERIALS` key; the default
+        30 wt% BaSO4 is a stand-in: enter the product actually used.
+    cement_seed_margin_mm : float
+        Seeds stay this far outside radiopaque cement.
+    heterogeneity : bool
+        Also evaluate the dose with the cement/bone primary-attenuation
+        correction (:mod:`seedplan.dose.heterogeneity`) when cement is planned.
     """
 
     needle_mode: str = "free"
@@ -89,11 +114,35 @@ class PlanningOptions:
     implant_date: str | None = None
     rng_seed: int = 0
     pvp_approach: str | None = "transpedicular"
+    cement: bool = True
+    cement_volume_mL: float | None = None
+    cement_model: str = "combined"
+    cement_material: str = "pmma-baso4-30"
+    cement_seed_margin_mm: float = 1.0
+    heterogeneity: bool = True
+
+    def __post_init__(self) -> None:
+        from .cement import cement_material
+
+        if self.pvp_approach not in (None, "transpedicular", "parapedicular"):
+            raise InputError(f"pvp_approach must be 'transpedicular', 'parapedicular' or null, got {self.pvp_approach!r}")
+        for k in ("cement", "heterogeneity"):
+            if not isinstance(getattr(self, k), bool):
+                raise InputError(f"planning option {k} must be true or false, got {getattr(self, k)!r}")
+        v = self.cement_volume_mL
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0):
+            raise InputError(f"cement_volume_mL must be a volume > 0 mL or null (use the recommendation), got {v!r}")
+        if self.cement_model not in CEMENT_MODELS:
+            raise InputError(f"cement_model must be one of {sorted(CEMENT_MODELS)}, got {self.cement_model!r}")
+        cement_material(self.cement_material)
+        m = self.cement_seed_margin_mm
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not np.isfinite(m) or m < 0:
+            raise InputError(f"cement_seed_margin_mm must be a distance >= 0 mm, got {m!r}")
 
 
 @dataclass(frozen=True, eq=False)
 class PlanningResult:
-    """Everything :func:`plan_case` computed."""
+    """Everything :func:`plan_case` computed (``cement`` is None when no cement was planned)."""
 
     plan: Plan
     needle_plan: NeedlePlan
@@ -102,6 +151,7 @@ class PlanningResult:
     dose_Gy: np.ndarray
     evaluation: Evaluation
     timings_s: Mapping[str, float]
+    cement: CementPlan | None = None
 
 
 def _quiet(_: str) -> None:
@@ -189,6 +239,11 @@ def plan_case(
     _check_target(target, ct)
     target_mask = _on_grid(target, grid)
 
+    if opt.cement and opt.cement_volume_mL is not None and not structures.by_role(Role.VERTEBRAL_BODY):
+        raise PlanningError(
+            f"cement_volume_mL={opt.cement_volume_mL:g} was requested but no structure has the role "
+            f"'vertebral_body' (structures: {list(structures.names)}); contour the treated vertebral body"
+        )
     bodies = structures.by_role(Role.BODY)
     body_mask = _on_grid(bodies[0], grid) if bodies else np.asarray(ct.hu > -400)
     forbidden = {
@@ -243,6 +298,26 @@ def plan_case(
             say(pvp_note)
         timings["pvp_needles"] = time.perf_counter() - t
 
+    # ---- cement: volume and simulated fill from the vertebroplasty needle tips
+    cement: CementPlan | None = None
+    cement_note = ""
+    if opt.cement and opt.pvp_approach:
+        if not bodies_vb:
+            cement_note = "cement not planned: no structure with the role 'vertebral_body'"
+        elif not pvp:
+            cement_note = "cement not planned: no vertebroplasty needle path"
+        else:
+            t = time.perf_counter()
+            cement = plan_cement(ct, bodies_vb[0], [n.tip for n in pvp], lesion=target,
+                                 volume_mL=opt.cement_volume_mL, material=opt.cement_material,
+                                 model=CEMENT_MODELS[opt.cement_model])
+            r = cement.result
+            say(f"cement: {r.volume_mL:.1f} mL ({cement.volume_source}) of {cement.material.name}, fill "
+                f"{r.fill_pct:.1f} %, endplates {r.endplate_contact}")
+            timings["cement"] = time.perf_counter() - t
+        if cement_note:
+            say(cement_note)
+
     # ---- seed slots: target + margin, not near the canal/cord, not in other organs
     t = time.perf_counter()
     region = (_distance_outside(target_mask, grid) <= presc.target_margin_mm) & body_mask
@@ -256,6 +331,8 @@ def plan_case(
             exclude |= m
     if canal_like.any():
         exclude |= _distance_outside(canal_like, grid) < presc.min_seed_canal_distance_mm
+    if cement is not None and cement.radiopaque:
+        exclude |= _distance_outside(cement.result.mask, grid) <= opt.cement_seed_margin_mm
     step = max(5.0, presc.seed_spacing_mm / 2.0)
     slots = candidate_slots(nplan.needles, grid, region, step, exclude=exclude)
     if len(slots) == 0:
@@ -288,8 +365,8 @@ def plan_case(
         prescription_Gy=presc.dose_Gy,
         d90_min_Gy=presc.dose_Gy * presc.d90_goal_pct_of_pd / 100.0 * (1.0 + COVERAGE_MARGIN["d90_fraction"]),
         v100_min_pct=min(100.0, presc.v100_goal_pct + COVERAGE_MARGIN["v100_pct"]),
-        v150_max_pct=presc.v150_limit_pct,
-        v200_max_pct=presc.v200_limit_pct,
+        v150_max_pct=max(0.0, presc.v150_limit_pct - COVERAGE_MARGIN["v150_pct"]),
+        v200_max_pct=max(0.0, presc.v200_limit_pct - COVERAGE_MARGIN["v200_pct"]),
         oar_d01cc_max_Gy={k: v * COVERAGE_MARGIN["oar_fraction"] for k, v in limits.items()},
     )
     sol = optimise_seeds(
@@ -339,6 +416,7 @@ def plan_case(
         software={"name": "seedplan", "version": __version__},
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         pvp_needles=pvp,
+        cement=None if cement is None else cement.to_dict(),
     )
 
     # ---- dose and evaluation
@@ -348,11 +426,19 @@ def plan_case(
     ev = evaluate_plan(plan, structures, grid)
     timings["dose_and_evaluation"] = time.perf_counter() - t
     results = plan_results(plan, ev, sol)
-    if pvp_note:
-        results.setdefault("warnings", []).append(pvp_note)
+    if cement is not None:
+        results["cement"] = cement.metrics()
+        if opt.heterogeneity:
+            t = time.perf_counter()
+            say("evaluating the dose with the cement/bone attenuation correction")
+            results["heterogeneity"] = heterogeneity_results(plan, ct, structures, cement)
+            timings["heterogeneity"] = time.perf_counter() - t
+    notes = [n for n in (pvp_note, cement_note) if n] + (cement.warnings if cement is not None else [])
+    if notes:
+        results.setdefault("warnings", []).extend(notes)
     plan = plan.with_results(results)
     timings["total"] = time.perf_counter() - t0
-    return PlanningResult(plan, nplan, sol, dgrid, dose, ev, timings)
+    return PlanningResult(plan, nplan, sol, dgrid, dose, ev, timings, cement)
 
 
 def seed_conflicts(slots, seed_spacing_mm: float, lattice_mm: float) -> list[tuple[int, int]]:
@@ -370,6 +456,27 @@ def seed_conflicts(slots, seed_spacing_mm: float, lattice_mm: float) -> list[tup
     bad = np.where(same, along < seed_spacing_mm - 1e-6, d < lattice_mm - 1e-6)
     a, b = np.nonzero(np.triu(bad, k=1))
     return list(zip(a.tolist(), b.tolist()))
+
+
+def reevaluate_plan(plan: Plan, ct: CTImage, structures: StructureSet, *,
+                    heterogeneity: bool = True) -> tuple[Evaluation, dict[str, Any]]:
+    """Evaluate a (loaded) plan on its case again: metrics, cement (re-simulated) and corrected dose.
+
+    Returns
+    -------
+    (Evaluation, dict)
+        The evaluation and the ``metrics.json`` layout (:func:`plan_results`).
+    """
+    ev = evaluate_plan(plan, structures, ct.grid)
+    results = plan_results(plan, ev)
+    if plan.cement:
+        cement = CementPlan.from_dict(plan.cement, ct, structures)
+        results["cement"] = cement.metrics()
+        if heterogeneity:
+            results["heterogeneity"] = heterogeneity_results(plan, ct, structures, cement)
+        if cement.warnings:
+            results.setdefault("warnings", []).extend(cement.warnings)
+    return ev, results
 
 
 def dose_grid_for(plan: Plan, reference: Grid, region_mask: np.ndarray | None = None, *, spacing_mm: float = 1.0,
@@ -426,6 +533,53 @@ def evaluate_plan(plan: Plan, structures: StructureSet, grid: Grid) -> Evaluatio
         alpha_beta_oar_Gy=plan.prescription.alpha_beta_cord_Gy,
         repair_half_time_h=plan.prescription.repair_half_time_h,
     )
+
+
+#: How the corrected dose is labelled wherever it is reported.
+HETEROGENEITY_LABEL = ("TG-43 dose x primary attenuation through cement and bone relative to water "
+                       "(approximate; not a TG-186 model-based dose)")
+
+
+def heterogeneity_results(plan: Plan, ct: CTImage, structures: StructureSet, cement: CementPlan, *,
+                          points_per_mm3: float = 1.0) -> dict[str, Any]:
+    """Target and OAR metrics of the cement/bone-corrected dose (:mod:`seedplan.dose.heterogeneity`).
+
+    Structures are sampled at ``points_per_mm3`` (1 mm) with partial-volume
+    weights; the target is also reported without its cement-filled part.
+    """
+    from ..dose.heterogeneity import heterogeneity_dose, mu_map
+    from ..evaluation.dvh import DVH
+
+    grid = ct.grid
+    cmask = cement.result.mask
+    mu = mu_map(ct, cmask, cement.material)
+    pos, s, ax, pd = plan.positions_mm, plan.strengths_at_implant_U, plan.axes, plan.prescription.dose_Gy
+
+    def dvh_of(mask: np.ndarray, name: str) -> DVH:
+        p, w = sample_mask_points(mask, grid, points_per_mm3=points_per_mm3)
+        d = heterogeneity_dose(p, pos, s, mu, grid, source=plan.seed_model, axes=ax, formalism=plan.formalism)
+        return DVH.from_samples(d, w, name=name)
+
+    def target_block(h: DVH, name: str) -> dict[str, Any]:
+        return {"name": name, "volume_cm3": h.volume_cm3, "D90_Gy": h.D(90), "D100_Gy": h.D(100),
+                "V100_pct": h.V(pd), "V150_pct": h.V(1.5 * pd), "V200_pct": h.V(2.0 * pd)}
+
+    out: dict[str, Any] = {"label": HETEROGENEITY_LABEL, "cement_material": cement.material.name,
+                           "sampling_points_per_mm3": points_per_mm3}
+    targets = structures.by_role(Role.TARGET)
+    if targets:
+        tm = _on_grid(targets[0], grid)
+        out["target"] = target_block(dvh_of(tm, targets[0].name), targets[0].name)
+        rest = tm & ~cmask
+        if rest.any() and rest.sum() < tm.sum():
+            out["target_outside_cement"] = target_block(dvh_of(rest, f"{targets[0].name} outside cement"),
+                                                        f"{targets[0].name} outside cement")
+    out["oars"] = {}
+    for x in structures.values():
+        if x.role == Role.OAR and not x.is_empty:
+            h = dvh_of(_on_grid(x, grid), x.name)
+            out["oars"][x.name] = {"Dmax_Gy": h.max_Gy, "D0.1cc_Gy": h.D_cc(0.1), "D1cc_Gy": h.D_cc(1.0)}
+    return out
 
 
 def plan_results(plan: Plan, ev: Evaluation, sol: SeedSolution | None = None) -> dict[str, Any]:

@@ -75,6 +75,7 @@ _NAME_COLORS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("vertebral_body", "vertebral body"), "#f5deb3"),
     (("pedicle",), "#d2a05a"),
     (("kidney",), "#8fbc8f"),
+    (("cement", "pmma"), "#9fb6cd"),
     (("oesophag", "esophag"), "#ff9999"),
     (("body", "external", "skin"), "#a0a0a0"),
 )

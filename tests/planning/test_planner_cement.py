@@ -1,0 +1,109 @@
+"""The vertebroplasty cement inside the planning chain (phantom, 30 mm lytic L3 lesion)."""
+
+import numpy as np
+import pytest
+
+from seedplan.errors import InputError, PlanningError
+from seedplan.imaging.phantom import make_spine_phantom
+from seedplan.imaging.structures import Role, StructureSet
+from seedplan.plan import load_plan, save_plan
+from seedplan.planning.cement import CementPlan, cement_excludes_slots
+from seedplan.planning.planner import PlanningOptions, plan_case, reevaluate_plan
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_spine_phantom(level="L3", lesion_diameter_mm=30.0, lesion_type="lytic")
+
+
+@pytest.fixture(scope="module")
+def result(phantom):
+    return plan_case(phantom.ct, phantom.structures)
+
+
+def test_cement_is_planned_with_the_combined_model(result):
+    c = result.cement
+    assert c is not None and c.vertebral_body == "vertebral_body_L3" and c.level == "L3"
+    assert c.lesion_type == "lytic"  # +30 HU lesion
+    rec = c.recommendation
+    # combined model: 16.2 % of the body outside the 13.6 cm3 cavity, cavity not counted, 1-5 mL
+    assert rec.volume_mL == pytest.approx(0.162 * (rec.vb_volume_cm3 - rec.lesion_volume_cm3), rel=1e-9)
+    assert 1.0 <= rec.volume_mL <= 5.0
+    assert c.result.volume_mL == pytest.approx(rec.volume_mL, abs=1e-3)
+    m = result.plan.results["cement"]
+    assert m["volume_mL"] == pytest.approx(c.result.volume_mL, abs=1e-3)
+    assert m["fill_pct"] == pytest.approx(100 * c.result.volume_mL / rec.vb_volume_cm3, rel=0.01)
+    assert set(m["leak_flags"]) == {"outside_body", "cortical_defect", "posterior_wall", "basivertebral_foramen"}
+
+
+def test_pvp_tips_aim_at_the_middle_of_each_half(result, phantom):
+    vb = phantom.structures["vertebral_body_L3"]
+    x = vb.grid.index_to_world(np.argwhere(vb.mask)[:, ::-1].astype(float))[:, 0]
+    half = (x.max() - x.min()) / 2
+    for n in result.plan.pvp_needles:
+        assert abs(abs(n.tip[0] - x.mean()) - half / 2) <= 3.0, n
+        assert (n.tip[0] > x.mean()) == (n.label == "left")
+
+
+def test_no_seed_in_radiopaque_cement(result, phantom):
+    c = result.cement
+    assert c.radiopaque
+    inside = cement_excludes_slots(result.plan.positions_mm, c.result.mask, phantom.ct.grid, margin_mm=0.0)
+    assert not inside.any()
+
+
+def test_coverage_goals_still_met_with_cement(result):
+    t = result.plan.results["target"]
+    assert t["D90_Gy"] >= 120.0 and t["V100_pct"] >= 95.0
+    assert result.plan.results["failed_goals"] == []
+
+
+def test_corrected_dose_reported_beside_tg43(result):
+    r = result.plan.results
+    h = r["heterogeneity"]
+    assert "TG-43" in h["label"] and "not a TG-186" in h["label"]
+    # cement and bone only absorb (mu >= water) -> the corrected dose is lower everywhere
+    assert h["target"]["D90_Gy"] < r["target"]["D90_Gy"]
+    assert h["target"]["V100_pct"] < r["target"]["V100_pct"]
+    # the cement-filled part of the target is the shadowed part
+    assert h["target_outside_cement"]["D90_Gy"] > h["target"]["D90_Gy"]
+    for name, o in h["oars"].items():
+        assert o["D0.1cc_Gy"] <= r["oars"][name]["D0.1cc_Gy"] * 1.001
+
+
+def test_plan_file_rebuilds_the_same_cement(result, phantom, tmp_path):
+    path = save_plan(result.plan, tmp_path / "plan.json")
+    plan = load_plan(path)
+    again = CementPlan.from_dict(plan.cement, phantom.ct, phantom.structures)
+    assert np.array_equal(again.result.mask, result.cement.result.mask)
+    assert again.material == result.cement.material
+    ev, res = reevaluate_plan(plan, phantom.ct, phantom.structures)
+    assert res["cement"]["volume_mL"] == result.plan.results["cement"]["volume_mL"]
+    assert res["heterogeneity"]["target"]["D90_Gy"] == pytest.approx(
+        result.plan.results["heterogeneity"]["target"]["D90_Gy"], rel=1e-9)
+    broken = dict(plan.cement)
+    del broken["tips_mm"]
+    with pytest.raises(InputError, match="cement.tips_mm"):
+        CementPlan.from_dict(broken, phantom.ct, phantom.structures)
+
+
+def test_requested_volume_and_material(phantom):
+    r = plan_case(phantom.ct, phantom.structures,
+                  options=PlanningOptions(cement_volume_mL=2.5, cement_material="pmma", heterogeneity=False))
+    c = r.cement
+    assert c.volume_source == "requested" and c.result.volume_mL == pytest.approx(2.5, abs=1e-3)
+    assert not c.radiopaque and "heterogeneity" not in r.plan.results
+    # pure PMMA is water-like for 125I: seeds are not kept out of it
+    assert r.plan.cement["material"]["radiopacifier"] == "none"
+
+
+def test_cement_bad_input(phantom):
+    with pytest.raises(InputError, match="volume_mL=60 exceeds what the vertebral body can hold"):
+        plan_case(phantom.ct, phantom.structures, options=PlanningOptions(cement_volume_mL=60.0))
+    for bad in ({"cement_volume_mL": -1.0}, {"cement_model": "max"}, {"cement_material": "gold"},
+                {"cement_seed_margin_mm": -1}, {"cement": "yes"}, {"pvp_approach": "anterior"}):
+        with pytest.raises(InputError):
+            PlanningOptions(**bad)
+    no_vb = StructureSet([s for s in phantom.structures.values() if s.role != Role.VERTEBRAL_BODY])
+    with pytest.raises(PlanningError, match="vertebral_body"):
+        plan_case(phantom.ct, no_vb, options=PlanningOptions(cement_volume_mL=3.0))

@@ -55,6 +55,32 @@ def test_demo_writes_the_outputs(demo_dir):
     assert table[0].startswith("needle,entry_x_mm") and len(table) > m["seeds"]["count"]
 
 
+def test_demo_plans_the_cement(demo_dir):
+    import pydicom
+
+    m = json.loads((demo_dir / "metrics.json").read_text())
+    c = m["cement"]
+    assert {"volume_mL", "fill_pct", "max_cross_section_ratio", "endplate_contact", "leak_flags"} <= set(c)
+    assert 1.0 <= c["volume_mL"] <= 5.0  # the PVP + 125I series range (combined model)
+    grid, cement = read_volume(demo_dir / "cement.nrrd")
+    assert cement.sum() * grid.voxel_volume_mm3 / 1000 == pytest.approx(c["volume_mL"], abs=1e-3)
+    # the TG-43 dose and the cement/bone-corrected dose are both reported, each labelled
+    assert m["dose_model"]["formalism"].startswith("AAPM TG-43U1") and "water" in m["dose_model"]["formalism"]
+    assert "not a TG-186" in m["heterogeneity"]["label"]
+    assert m["heterogeneity"]["target"]["D90_Gy"] < m["target"]["D90_Gy"]
+    table = (demo_dir / "plan_table.csv").read_text()
+    assert "cement: " in table and "leak flags" in table and "PVP needle 1" in table
+    html = (demo_dir / "report.html").read_text()
+    assert "Vertebroplasty cement" in html and "Corrected (approximate)" in html
+    assert html.count("3D ") >= 4  # the 3D views are embedded
+    for view in ("anterior", "left", "posterior", "oblique"):
+        assert (demo_dir / f"view3d_{view}.png").stat().st_size > 20_000
+    rs = pydicom.dcmread(demo_dir / "dicom" / "RTSTRUCT.dcm")
+    assert "cement" in [str(r.ROIName) for r in rs.StructureSetROISequence]
+    plan = load_plan(demo_dir / "plan.json")
+    assert plan.cement["planned_mL"] == pytest.approx(c["recommended_mL"], abs=1e-3)
+
+
 def test_dose_recomputes_a_saved_plan(demo_dir, tmp_path):
     assert main(["dose", str(demo_dir / "plan.json"), "--out", str(tmp_path)]) == 0
     _, new = read_volume(tmp_path / "dose.nrrd")
@@ -68,6 +94,21 @@ def test_plan_from_case_file(demo_dir, tmp_path):
     a = load_plan(tmp_path / "plan.json")
     b = load_plan(demo_dir / "plan.json")
     assert a.seeds == b.seeds
+
+
+def test_view_writes_screenshots_without_a_display(demo_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["view", str(demo_dir / "plan.json"), "--out", str(tmp_path), "--views", "superior,right"]) == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["view3d_right.png", "view3d_superior.png"]
+    im = np.asarray(Image.open(tmp_path / "view3d_superior.png").convert("RGB")).astype(int)
+    assert im.shape == (750, 900, 3)
+    # the 100 % isodose (red) is in the picture
+    assert ((im[..., 0] > 180) & (im[..., 1] < 90) & (im[..., 2] < 90)).sum() > 200
+    assert main(["view", str(demo_dir / "plan.json"), "--screenshots", "--views", "front"]) == 2
 
 
 def _run(*args):
@@ -92,6 +133,11 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(demo_dir, tmp_path):
         (("plan", str(activity)), "activity"),
         (("dose", str(demo_dir / "metrics.json")), "not a seedplan plan"),
     ]
+    for name, planning, word in (("cement_big", {"cement_volume_mL": 60}, "volume_mL=60 exceeds what the vertebral body"),
+                                 ("cement_gold", {"cement_material": "gold"}, "cement material 'gold' is unknown")):
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(dict(case_abs, prescription={}, planning=planning)))
+        cases.append((("plan", str(f), "--out", str(tmp_path / name)), word))
     for args, word in cases:
         r = _run(*args)
         assert r.returncode == 2, (args, r.stderr)

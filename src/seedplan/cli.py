@@ -60,17 +60,17 @@ def _cmd_dose(args: argparse.Namespace) -> int:
     from .io.volumes import write_volume
     from .outputs import write_metrics
     from .plan import load_plan, save_plan
-    from .planning.planner import compute_plan_dose, evaluate_plan, plan_results
+    from .planning.planner import compute_plan_dose, reevaluate_plan
 
     plan = load_plan(args.plan)
     out = Path(args.out) if args.out else Path(args.plan).resolve().parent
     case_file = plan.case.get("case_file")
-    structures = None
+    structures = ct = None
     if case_file and Path(case_file).exists():
         from .io.case import load_case
 
         case = load_case(case_file)
-        reference, structures = case.ct.grid, case.structures
+        ct, reference, structures = case.ct, case.ct.grid, case.structures
     else:
         lo = plan.positions_mm.min(axis=0) - 30.0
         hi = plan.positions_mm.max(axis=0) + 30.0
@@ -80,8 +80,7 @@ def _cmd_dose(args: argparse.Namespace) -> int:
     path = write_volume(grid, dose, out / "dose.nrrd")
     print(f"dose: {path}  (max {dose.max():.1f} Gy on {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels)")
     if structures is not None:
-        ev = evaluate_plan(plan, structures, reference)
-        results = plan_results(plan, ev)
+        _ev, results = reevaluate_plan(plan, ct, structures)
         print(f"metrics: {write_metrics(results, out / 'metrics.json')}")
         t = results.get("target", {})
         if t:
@@ -140,6 +139,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- view
+def _has_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .io.case import load_plan_case
+    from .plan import load_plan
+    from .planning.cement import CementPlan
+    from .planning.planner import compute_plan_dose
+    from .viz.scene import VIEWS, render_views, show
+
+    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise InputError(f"--views: unknown view(s) {bad or args.views!r}; choose from {', '.join(VIEWS)}")
+    plan = load_plan(args.plan)
+    case = load_plan_case(plan)
+    _progress(f"computing the dose of {plan.n_seeds} seeds")
+    grid, dose = compute_plan_dose(plan, case.ct.grid)
+    cement = None
+    if plan.cement:
+        cement = CementPlan.from_dict(plan.cement, case.ct, case.structures).structure(case.ct.grid)
+    screenshots = args.screenshots or not _has_display()
+    if not screenshots:
+        _progress("opening the 3D view (close the window to exit)")
+        show(plan, case.ct, case.structures, grid, dose, cement=cement)
+        return 0
+    out = Path(args.out) if args.out else Path(args.plan).resolve().parent
+    if not args.screenshots:
+        _progress("no display: writing screenshots instead of opening a window")
+    paths = render_views(plan, case.ct, case.structures, out, grid, dose, cement=cement, views=views)
+    for view, path in paths.items():
+        print(f"{view}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``seedplan`` command."""
     p = argparse.ArgumentParser(
@@ -188,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--bits", type=int, choices=[16, 32], default=16, help="RTDOSE integer size (default 16)")
     ex.add_argument("--dose-spacing-mm", type=float, default=1.0, help="dose grid spacing (default 1 mm)")
     ex.set_defaults(func=_cmd_export)
+
+    vw = sub.add_parser("view", help="review a saved plan in 3D (a window, or PNG screenshots without a display)")
+    vw.add_argument("plan", help="plan.json (its case file locates the CT)")
+    vw.add_argument("--screenshots", action="store_true", help="write PNG views instead of opening a window")
+    vw.add_argument("--out", default=None, help="folder for the screenshots (default: the plan's folder)")
+    vw.add_argument("--views", default="anterior,left,posterior,oblique",
+                    help="comma-separated views: anterior, left, posterior, right, superior, oblique")
+    vw.set_defaults(func=_cmd_view)
     return p
 
 

@@ -50,8 +50,9 @@ def write_plan_outputs(
     """Write the output folder of a :class:`~seedplan.planning.planner.PlanningResult`.
 
     Always ``plan.json``, ``plan_table.csv``, ``dose.nrrd``, ``metrics.json`` and
-    ``dvh.csv``.  With the CT and structures (and ``review``), also the review
-    images, ``report.html`` and the DICOM RT export in ``dicom/``.
+    ``dvh.csv``; ``cement.nrrd`` (the simulated cement, 0/1 on the CT grid) when cement was planned.
+    With the CT and structures (and ``review``), also the 3D views ``view3d_*.png``, the slice and
+    DVH PNGs, ``report.html`` and the DICOM RT export in ``dicom/``.
     """
     say = progress or (lambda _m: None)
     out = Path(out_dir)
@@ -63,16 +64,29 @@ def write_plan_outputs(
         "metrics": write_metrics(dict(result.plan.results), out / "metrics.json"),
         "dvh": write_dvh_csv(result.evaluation, result.plan.prescription.dose_Gy, out / "dvh.csv"),
     }
+    cement = getattr(result, "cement", None)
+    if cement is not None and ct is not None:
+        files["cement"] = write_volume(ct.grid, cement.result.mask.astype(np.uint8), out / "cement.nrrd")
     if review and ct is not None and structures is not None:
+        from .imaging.structures import StructureSet
         from .io.dicom_rt import export_plan_dicom
         from .io.report import write_plan_report
+
+        from .viz.scene import render_views
+
+        cement_s = cement.structure(ct.grid) if cement is not None else None
+        say("rendering the 3D views (off-screen)")
+        views = render_views(result.plan, ct, structures, out, result.dose_grid, result.dose_Gy, cement=cement_s)
+        files.update({f"view3d_{k}": v for k, v in views.items()})
+        if cement_s is not None and "cement" not in structures:  # outlined in the slices, exported in RTSTRUCT
+            structures = StructureSet([*structures.values(), cement_s])
 
         say("exporting DICOM RT (RTPLAN, RTDOSE, RTSTRUCT)")
         dicom = export_plan_dicom(result.plan, out / "dicom", ct=ct, structures=structures,
                                   dose=(result.dose_grid, result.dose_Gy))
         files.update({f"dicom_{k}": v for k, v in dicom.items()})
         say("rendering slice views, DVH and report.html")
-        report = write_plan_report(result, ct, structures, out)
-        files.update(report)
+        report = write_plan_report(result, ct, structures, out, images={f"3D {k} view": v for k, v in views.items()})
+        files.update({(k if k not in files else f"{k}_png"): v for k, v in report.items()})
     say(f"wrote {len(files)} files to {out}")
     return files

@@ -70,6 +70,19 @@ def _make_plan(case, strengths=(0.8, 0.8, 0.8), with_case: bool = True) -> Plan:
     )
 
 
+def _with_cement(plan: Plan, case) -> Plan:
+    """Add one vertebroplasty needle and 2 mL of cement injected from its tip."""
+    import dataclasses
+
+    from seedplan.planning.cement import plan_cement
+
+    vb = case.structures["vertebral_body_L3"]
+    tip = np.asarray(vb.centroid_mm) + np.array([6.0, -4.0, 0.0])
+    pvp = Needle(tuple(tip + np.array([20.0, 110.0, 0.0])), tuple(tip), kind="pvp", label="left")
+    cement = plan_cement(case.ct, vb, [tip], volume_mL=2.0)
+    return dataclasses.replace(plan, pvp_needles=(pvp,), cement=cement.to_dict())
+
+
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     """A 3 mm phantom case, a hand-made plan, its dose and the exported RT objects."""
@@ -77,7 +90,7 @@ def rt(tmp_path_factory):
     written = export_phantom_case(make_spine_phantom(spacing_mm=3.0), tmp / "case")
     case_file = write_case_file(tmp / "case" / "case.json", ct=str(written["ct"]), rtstruct=str(written["rtstruct"]))
     case = load_case(case_file)
-    plan = _make_plan(case)
+    plan = _with_cement(_make_plan(case), case)
     plan_json = save_plan(plan, tmp / "plan.json")
     grid, dose = compute_plan_dose(plan, case.ct.grid, spacing_mm=2.0, margin_mm=15.0)
     with warnings.catch_warnings(record=True) as caught:  # pydicom warns about invalid values (VR lengths...)
@@ -373,14 +386,26 @@ def test_rtstruct_needles_seeds_and_case_structures(rt):
     assert all(c.ContourGeometricType == "POINT" for c in contours["seeds"])
     np.testing.assert_allclose(pts, plan.positions_mm, atol=1e-9)
     assert interp["target"] == "GTV"
+    (pvp,) = plan.pvp_needles
+    (c,) = contours["pvp_needle_left"]
+    assert interp["pvp_needle_left"] == "" and c.ContourGeometricType == "OPEN_NONPLANAR"
+    np.testing.assert_allclose(np.reshape([float(v) for v in c.ContourData], (2, 3)), [pvp.entry_mm, pvp.tip_mm],
+                               atol=1e-9)
+    assert interp["cement"] == "AVOIDANCE"
     # the contours read back as the case's masks; the needle/seed ROIs are skipped with a warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         back = load_rtstruct(rt["files"]["rtstruct"], rt["case"].ct)
     skipped = " ".join(str(w.message) for w in caught)
-    assert all(f"'{n}'" in skipped for n in ("needle_N1", "needle_N2", "needle_N3", "seeds"))
+    assert all(f"'{n}'" in skipped for n in ("needle_N1", "needle_N2", "needle_N3", "seeds", "pvp_needle_left"))
     for name in ("target", "spinal_canal"):
         np.testing.assert_array_equal(back[name].mask, rt["case"].structures[name].mask)
+    # the cement ROI is the plan's simulated cement (re-simulated on export), 2 mL
+    from seedplan.planning.cement import CementPlan
+
+    cement = CementPlan.from_dict(plan.cement, rt["case"].ct, rt["case"].structures)
+    np.testing.assert_array_equal(back["cement"].mask, cement.result.mask)
+    assert back["cement"].volume_cm3 == pytest.approx(2.0, abs=0.03)
 
 
 # -------------------------------------------------------------- errors and CLI

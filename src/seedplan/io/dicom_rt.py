@@ -58,8 +58,10 @@ RTSTRUCT
     The case's structures (contours from
     :func:`seedplan.imaging.structures.write_rtstruct`) plus one ROI per
     needle (an OPEN_NONPLANAR contour entry -> tip, RTROIInterpretedType
-    BRACHY_CHANNEL) and one ROI ``seeds`` holding a POINT contour per seed
-    (RTROIInterpretedType MARKER).
+    BRACHY_CHANNEL), one per vertebroplasty needle (``pvp_needle_<side>``,
+    interpreted type empty: no defined term fits) and one ROI ``seeds``
+    holding a POINT contour per seed (RTROIInterpretedType MARKER).  A
+    planned cement is added as the ROI ``cement`` (AVOIDANCE: seeds stay out).
 
 UIDs
     The RTPLAN and RTSTRUCT SOP instance UIDs are derived from the plan's
@@ -756,6 +758,9 @@ def export_rtstruct(
         name = unique(f"needle_{n.label or i}"[:60])
         needle_rois[i] = add_roi(name, "BRACHY_CHANNEL", (255, 255, 0),
                                  [("OPEN_NONPLANAR", np.array([n.entry_mm, n.tip_mm], dtype=float))])
+    for i, n in enumerate(plan.pvp_needles, start=1):  # vertebroplasty paths: not brachy channels, type left empty
+        add_roi(unique(f"pvp_needle_{n.label or i}"[:60]), "", (255, 182, 193),
+                [("OPEN_NONPLANAR", np.array([n.entry_mm, n.tip_mm], dtype=float))])
     if include_seeds and plan.n_seeds:
         add_roi(unique("seeds"), "MARKER", (255, 128, 0),
                 [("POINT", np.asarray(p, dtype=float).reshape(1, 3)) for p in plan.positions_mm])

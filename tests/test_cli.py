@@ -87,6 +87,10 @@ def test_dose_recomputes_a_saved_plan(demo_dir, tmp_path):
     m_old = json.loads((demo_dir / "metrics.json").read_text())
     m_new = json.loads((tmp_path / "metrics.json").read_text())
     assert m_new["target"]["D90_Gy"] == pytest.approx(m_old["target"]["D90_Gy"], rel=1e-9)
+    # the cement is re-simulated from the plan file: same figures, same corrected dose
+    assert m_new["cement"]["volume_mL"] == m_old["cement"]["volume_mL"]
+    assert m_new["heterogeneity"]["target"]["D90_Gy"] == pytest.approx(m_old["heterogeneity"]["target"]["D90_Gy"],
+                                                                       rel=1e-9)
 
 
 def test_plan_from_case_file(demo_dir, tmp_path):

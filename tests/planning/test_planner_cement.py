@@ -107,3 +107,24 @@ def test_cement_bad_input(phantom):
     no_vb = StructureSet([s for s in phantom.structures.values() if s.role != Role.VERTEBRAL_BODY])
     with pytest.raises(PlanningError, match="vertebral_body"):
         plan_case(phantom.ct, no_vb, options=PlanningOptions(cement_volume_mL=3.0))
+
+
+def test_unipedicular_and_fallback_when_one_side_is_blocked(phantom):
+    from seedplan.imaging.structures import Structure
+
+    g = phantom.ct.grid
+    r = plan_case(phantom.ct, phantom.structures, options=PlanningOptions(pvp_bilateral=False, heterogeneity=False))
+    (n,) = r.plan.pvp_needles
+    assert n.label.startswith("unilateral") and abs(n.tip[0]) < 10.0  # towards the midline (bilateral: 11.9 mm)
+    assert r.cement.tips_mm == (tuple(n.tip),)
+    # a wall over the skin of the patient's left back blocks the left transpedicular path
+    k, j, i = np.indices(g.shape)
+    xyz = g.index_to_world(np.stack([i, j, k], axis=-1).reshape(-1, 3).astype(float)).reshape(*g.shape, 3)
+    wall = phantom.structures["body"].mask & (xyz[..., 0] > 2.0) & (xyz[..., 1] > 60.0)
+    s = StructureSet([*phantom.structures.values(), Structure("left_dressing", Role.AVOIDANCE, wall, g)])
+    r = plan_case(phantom.ct, s, options=PlanningOptions(heterogeneity=False))
+    (n,) = r.plan.pvp_needles
+    assert n.label == "unilateral-right" and n.entry[0] < 0
+    assert any(w.startswith("unipedicular vertebroplasty only") and "from the left" in w
+               for w in r.plan.results["warnings"])
+    assert r.cement is not None and len(r.cement.tips_mm) == 1

@@ -36,7 +36,7 @@ from ..planning.prescription import Prescription
 FORMAT = "seedplan-case/1"
 _KEYS = {"format", "name", "ct", "ct_series_uid", "structures", "roles", "prescription", "planning"}
 _PLANNING_KEYS = {"needle_mode", "formalism", "calibration_date", "implant_date", "dose_spacing_mm", "rng_seed",
-                  "pvp_approach", "cement", "cement_volume_mL", "cement_model", "cement_material",
+                  "pvp_approach", "pvp_bilateral", "cement", "cement_volume_mL", "cement_model", "cement_material",
                   "cement_seed_margin_mm", "heterogeneity"}
 
 

@@ -82,8 +82,12 @@ class PlanningOptions:
     rng_seed : int
         Seed of every randomised step (deterministic plans).
     pvp_approach : {"transpedicular", "parapedicular"} or None
-        Also plan the bilateral vertebroplasty needles into the treated
-        vertebral body (None: skip, and no cement).
+        Also plan the vertebroplasty needles into the treated vertebral body
+        (None: skip, and no cement).
+    pvp_bilateral : bool
+        Bipedicular (one needle per side, the default) or unipedicular (one
+        needle aimed at the midline).  When one side is blocked, a bipedicular
+        request falls back to a single needle, with a warning.
     cement : bool
         Plan and simulate the cement from the vertebroplasty needle tips.
     cement_volume_mL : float, optional
@@ -114,6 +118,7 @@ class PlanningOptions:
     implant_date: str | None = None
     rng_seed: int = 0
     pvp_approach: str | None = "transpedicular"
+    pvp_bilateral: bool = True
     cement: bool = True
     cement_volume_mL: float | None = None
     cement_model: str = "combined"
@@ -126,7 +131,7 @@ class PlanningOptions:
 
         if self.pvp_approach not in (None, "transpedicular", "parapedicular"):
             raise InputError(f"pvp_approach must be 'transpedicular', 'parapedicular' or null, got {self.pvp_approach!r}")
-        for k in ("cement", "heterogeneity"):
+        for k in ("cement", "heterogeneity", "pvp_bilateral"):
             if not isinstance(getattr(self, k), bool):
                 raise InputError(f"planning option {k} must be true or false, got {getattr(self, k)!r}")
         v = self.cement_volume_mL
@@ -287,15 +292,25 @@ def plan_case(
         for s in structures.values():
             if "pedicle" in s.name.lower():
                 pedicles |= _on_grid(s, grid)
+        def pvp_paths(bilateral: bool) -> tuple[Needle, ...]:
+            return tuple(pvp_needle_paths(
+                grid, vb, body_mask, forbidden, pedicles=pedicles if pedicles.any() else None, bone=bone,
+                bone_allowed=corridor, approach=opt.pvp_approach, bilateral=bilateral,
+                constraints=opt.needle_constraints, rng=opt.rng_seed).needles)
+
         try:
-            pv = pvp_needle_paths(grid, vb, body_mask, forbidden, pedicles=pedicles if pedicles.any() else None,
-                                  bone=bone, bone_allowed=corridor, approach=opt.pvp_approach, bilateral=True,
-                                  constraints=opt.needle_constraints, rng=opt.rng_seed)
-            pvp = tuple(pv.needles)
-            say(f"{len(pvp)} vertebroplasty needle path(s), {opt.pvp_approach}, into {bodies_vb[0].name!r}")
+            pvp = pvp_paths(opt.pvp_bilateral)
         except PlanningError as exc:
             pvp_note = f"no {opt.pvp_approach} vertebroplasty path: {exc}"
+            if opt.pvp_bilateral:  # one side blocked: a single (unipedicular) needle aimed at the midline
+                try:
+                    pvp = pvp_paths(False)
+                    pvp_note = f"unipedicular vertebroplasty only ({pvp[0].label}): the bilateral paths failed: {exc}"
+                except PlanningError:
+                    pass
             say(pvp_note)
+        if pvp:
+            say(f"{len(pvp)} vertebroplasty needle path(s), {opt.pvp_approach}, into {bodies_vb[0].name!r}")
         timings["pvp_needles"] = time.perf_counter() - t
 
     # ---- cement: volume and simulated fill from the vertebroplasty needle tips

@@ -17,7 +17,7 @@ def phantom():
     return ph
 
 
-def test_full_plan_phantom(benchmark, phantom):
+def test_full_plan_phantom(benchmark, phantom, report_line):
     result = benchmark.pedantic(plan_case, args=(phantom.ct, phantom.structures), rounds=3, iterations=1)
     t = result.timings_s
     needles_and_seeds = t["needles"] + t["influence"] + t["seeds"]
@@ -25,9 +25,11 @@ def test_full_plan_phantom(benchmark, phantom):
     benchmark.extra_info["needles_and_seeds_s"] = round(needles_and_seeds, 3)
     benchmark.extra_info["seeds"] = result.plan.n_seeds
     benchmark.extra_info["goals_met"] = not result.plan.results["failed_goals"]
-    print(
-        f"\nfull plan of the phantom: {t['total']:.2f} s (needles {t['needles']:.2f}, influence {t['influence']:.2f}, "
-        f"seeds {t['seeds']:.2f}, dose+evaluation {t['dose_and_evaluation']:.2f}); needles+seeds {needles_and_seeds:.2f} s "
+    report_line(
+        f"full plan of the phantom: {t['total']:.2f} s (needles {t['needles']:.2f}, PVP needles {t.get('pvp_needles', 0):.2f}, "
+        f"cement {t.get('cement', 0):.2f}, influence {t['influence']:.2f}, seeds {t['seeds']:.2f}, "
+        f"dose+evaluation {t['dose_and_evaluation']:.2f}, corrected dose {t.get('heterogeneity', 0):.2f}); "
+        f"needles+seeds {needles_and_seeds:.2f} s "
         f"-> target (needles and seeds) < 10 s {'met' if needles_and_seeds < 10 else 'NOT met'}; "
         f"{result.plan.n_seeds} seeds, "
         f"goals {'met' if not result.plan.results['failed_goals'] else 'NOT met'}"

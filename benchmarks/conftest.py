@@ -19,6 +19,8 @@ MIN_SPEEDUP = 30.0
 
 #: (formalism, n_seeds, n) -> {"seedplan": sv/s, "numpy": sv/s, "err": max rel err, "numpy_err": ...}
 RESULTS: dict = {}
+#: Summary lines of the other benchmarks (planning, cement), printed after the dose table.
+NOTES: list[str] = []
 
 
 def pytest_collect_file(parent, file_path):
@@ -35,12 +37,22 @@ def _record(case, **values):
 
 
 @pytest.fixture
+def report_line():
+    """``report_line(text)`` adds one line to the session summary."""
+    return NOTES.append
+
+
+@pytest.fixture
 def record_result():
     """``record_result(case, **values)`` stores results of one benchmark case for the session summary."""
     return _record
 
 
 def pytest_terminal_summary(terminalreporter):
+    if NOTES:
+        terminalreporter.section("seedplan planning and cement benchmarks")
+        for line in NOTES:
+            terminalreporter.write_line(line)
     if not RESULTS:
         return
     tr = terminalreporter

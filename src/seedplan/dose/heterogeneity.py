@@ -350,7 +350,7 @@ def mu_map(
     ct : CTImage
     cement_mask : bool array ``[z, y, x]``, optional
     material : CementMaterial, optional
-        Default :data:`seedplan.planning.cement.PMMA_BASO4_30` (composition
+        Default :data:`seedplan.dose.materials.PMMA_BASO4_30` (composition
         must be confirmed with the product sheet).
 
     Returns
@@ -386,9 +386,9 @@ def mu_map(
         if cm.shape != hu.shape:
             raise GeometryError(f"cement_mask has shape {cm.shape} but the CT grid expects {hu.shape} (z, y, x)")
         if material is None:
-            from ..planning.cement import PMMA_BASO4_30
+            from .materials import DEFAULT_CEMENT
 
-            material = PMMA_BASO4_30
+            material = DEFAULT_CEMENT
         m = getattr(material, "mu_cm", None)
         if not isinstance(m, (int, float)) or not (math.isfinite(m) and m >= 0):
             raise InputError(f"material must be a CementMaterial with a finite mu_cm >= 0, got {material!r}")

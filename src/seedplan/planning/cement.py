@@ -28,6 +28,16 @@ from typing import Any, Mapping, Sequence
 import numba as nb
 import numpy as np
 
+from ..dose.materials import (
+    CEMENT_MATERIALS,
+    DEFAULT_CEMENT,
+    PMMA,
+    PMMA_BASO4_10,
+    PMMA_BASO4_30,
+    PMMA_ZRO2_15,
+    CementMaterial,
+    cement_material,
+)
 from ..errors import GeometryError, InputError, InputTypeError
 from ..geometry import Grid
 from ..imaging.ct import CTImage
@@ -58,84 +68,6 @@ __all__ = [
     "level_from_name",
     "BAROUD_SI_AP_RATIO",
 ]
-
-
-# ============================================================================ materials
-@dataclass(frozen=True)
-class CementMaterial:
-    """A bone cement and its 125I attenuation (clinical_planning.md section 6).
-
-    Parameters
-    ----------
-    name : str
-    radiopacifier : {"none", "BaSO4", "ZrO2"}
-    fraction_wt : float
-        Radiopacifier mass fraction, 0-1.
-    density_g_cm3 : float
-        Density (for loaded cements an assumption, section 6).
-    mu_cm : float
-        Spectrum-weighted linear attenuation coefficient for 125I (cm^-1).
-    muen_ratio_water : float
-        (mu_en/rho)_cement / (mu_en/rho)_water at 28.4 keV (dose-to-medium factor).
-    """
-
-    name: str
-    radiopacifier: str
-    fraction_wt: float
-    density_g_cm3: float
-    mu_cm: float
-    muen_ratio_water: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.radiopacifier not in ("none", "BaSO4", "ZrO2"):
-            raise InputError(
-                f"CementMaterial {self.name!r}: radiopacifier must be 'none', 'BaSO4' or 'ZrO2', got {self.radiopacifier!r}"
-            )
-        for k in ("fraction_wt", "density_g_cm3", "mu_cm", "muen_ratio_water"):
-            v = getattr(self, k)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"CementMaterial {self.name!r}: {k} must be a finite number >= 0, got {v!r}")
-        if self.fraction_wt > 1:
-            raise InputError(f"CementMaterial {self.name!r}: fraction_wt is a mass fraction in [0, 1], got {self.fraction_wt}")
-        if self.density_g_cm3 <= 0:
-            raise InputError(f"CementMaterial {self.name!r}: density_g_cm3 must be > 0")
-
-
-#: Pure PMMA: nearly water-equivalent for 125I (section 6 row "pure PMMA", T(5 mm) 1.01).
-PMMA = CementMaterial("PMMA", "none", 0.0, 1.19, 0.388, 0.61)
-#: PMMA + 10 wt% BaSO4 (section 6; density ~1.25 assumed), T(5 mm) 0.65.
-PMMA_BASO4_10 = CementMaterial("PMMA + 10 wt% BaSO4", "BaSO4", 0.10, 1.25, 1.28, 4.1)
-#: PMMA + 30 wt% BaSO4 (section 6; density ~1.45 assumed), T(5 mm) 0.21.  The engine default
-#: (typical vertebroplasty cements carry ~30 wt% radiopacifier [R]); the actual product
-#: composition must be confirmed and entered - the default is a stand-in, not a fact.
-PMMA_BASO4_30 = CementMaterial("PMMA + 30 wt% BaSO4", "BaSO4", 0.30, 1.45, 3.50, 11.1)
-#: PMMA + 15 wt% ZrO2 (section 6; density ~1.30 assumed; e.g. OSTEOPAL V type), T(5 mm) 0.12.
-PMMA_ZRO2_15 = CementMaterial("PMMA + 15 wt% ZrO2", "ZrO2", 0.15, 1.30, 4.59, 11.5)
-#: Default cement (see the warning on :data:`PMMA_BASO4_30`).
-DEFAULT_CEMENT = PMMA_BASO4_30
-#: The presets by short key (the names case files and ``PlanningOptions.cement_material`` use).
-CEMENT_MATERIALS: Mapping[str, CementMaterial] = MappingProxyType({
-    "pmma": PMMA,
-    "pmma-baso4-10": PMMA_BASO4_10,
-    "pmma-baso4-30": PMMA_BASO4_30,
-    "pmma-zro2-15": PMMA_ZRO2_15,
-})
-
-
-def cement_material(material: "str | CementMaterial") -> CementMaterial:
-    """A :class:`CementMaterial` from a preset key (``"pmma-baso4-30"``...), its name, or itself."""
-    if isinstance(material, CementMaterial):
-        return material
-    if isinstance(material, str):
-        key = material.strip().lower()
-        if key in CEMENT_MATERIALS:
-            return CEMENT_MATERIALS[key]
-        for m in CEMENT_MATERIALS.values():
-            if m.name.lower() == key:
-                return m
-    raise InputError(
-        f"cement material {material!r} is unknown; use one of {sorted(CEMENT_MATERIALS)} or a CementMaterial"
-    )
 
 
 # ======================================================================= recommendation
@@ -346,6 +278,8 @@ BAROUD_SI_AP_RATIO = 4.45 / 3.44
 #: Default relative speed vs HU (piecewise linear, clamped): lytic/marrow fast,
 #: normal cancellous medium, sclerotic slow; HU >= cortical_hu is a barrier.
 DEFAULT_HU_SPEED: tuple[tuple[float, float], ...] = ((100.0, 1.0), (300.0, 0.5), (600.0, 0.15))
+#: HU at and above which bone is cortical: a barrier to the cement front.
+CORTICAL_HU = 700.0
 #: Leak-risk flags reported by :func:`simulate_cement` (bit order of the kernel).
 LEAK_FLAGS = ("outside_body", "cortical_defect", "posterior_wall", "basivertebral_foramen")
 
@@ -445,7 +379,7 @@ def _grow(speed, starts, n_target, offs, costs, flags):
             # no corner cutting: every voxel of the box spanned by a diagonal step must be open
             blocked = False
             a0, a1, a2 = offs[e, 0], offs[e, 1], offs[e, 2]
-            if (a0 != 0) + (a1 != 0) + (a2 != 0) > 1:
+            if int(a0 != 0) + int(a1 != 0) + int(a2 != 0) > 1:  # int(): numpy bools would OR
                 for q0 in range(2):
                     for q1 in range(2):
                         for q2 in range(2):
@@ -492,7 +426,7 @@ def simulate_cement(
     *,
     hu_speed: Sequence[tuple[float, float]] = DEFAULT_HU_SPEED,
     si_ap_ratio: float = BAROUD_SI_AP_RATIO,
-    cortical_hu: float = 700.0,
+    cortical_hu: float = CORTICAL_HU,
     outside_speed_factor: float = 0.5,
     posterior_zone_mm: float = 4.0,
     foramen_half_size_mm: float = 6.0,
@@ -967,7 +901,7 @@ class CementPlan:
                 "reasoning": list(self.recommendation.reasoning),
             },
             "model": "HU-driven front growth from the needle tips (Dijkstra, 26-neighbour), "
-                     f"SI/AP speed {BAROUD_SI_AP_RATIO:.2f} (Baroud 2004), cortex >= 700 HU a barrier",
+                     f"SI/AP speed {BAROUD_SI_AP_RATIO:.2f} (Baroud 2004), cortex >= {CORTICAL_HU:g} HU a barrier",
         }
 
 
@@ -1021,7 +955,7 @@ def plan_cement(
     lvl = level if level is not None else level_from_name(vertebral_body.name)
     rec = recommend_cement_volume(vb_s, les_s, level=lvl, lesion_type=lesion_type, model=model)
     if volume_mL is None:
-        fillable_mL = float((vb & (ct.hu < 700.0)).sum()) * ct.grid.voxel_volume_mm3 / 1000.0
+        fillable_mL = float((vb & (ct.hu < CORTICAL_HU)).sum()) * ct.grid.voxel_volume_mm3 / 1000.0
         vol, source = rec.volume_mL, "recommended"
         if vol > fillable_mL:
             vol = fillable_mL

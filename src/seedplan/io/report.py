@@ -297,8 +297,9 @@ def _cement_section(plan: Plan) -> str:
         ("Vertebral body", _e(c.get("vertebral_body", ""))),
         ("Cement", _e(mat.get("name", "")) + (" (radiopaque: seeds kept out of it)"
                                                 if mat.get("radiopacifier", "none") != "none" else "")),
-        ("Planned volume", f'{_num(c.get("planned_mL"), 1, "mL")} ({_e(c.get("volume_source", ""))}; recommended '
-                           f'{_num((c.get("recommendation") or {}).get("volume_mL"), 1, "mL")})'),
+        ("Planned volume", f'{_num(c.get("planned_mL"), 1, "mL")} ' + (
+            "(recommended)" if c.get("volume_source") == "recommended" else
+            f'(requested; recommended {_num((c.get("recommendation") or {}).get("volume_mL"), 1, "mL")})')),
         ("Simulated volume", _num(c.get("volume_mL"), 2, "mL")),
         ("Fill of the vertebral body", _num(c.get("fill_pct"), 1, "%")),
         ("Max cement cross-section ratio", _num(c.get("max_cross_section_ratio"), 2)),

@@ -71,7 +71,7 @@ _VIEW_TEXT = {
 }
 
 _BONE_COLOR = "#fffff0"  # ivory
-_CEMENT_COLOR = "#b0c4de"  # light grey-blue
+_CEMENT_COLOR = structure_color("cement")  # near-white, as radiopaque cement looks on CT
 _SEED_COLOR = "#e8e8e8"
 _BACKGROUND = "#15171c"
 _TEXT_COLOR = "#f0f0f0"
@@ -506,7 +506,7 @@ def build_scene(
         Total dose; isodose surfaces at ``levels_pct`` % of the plan's
         prescription, with a dose scalar bar (Gy).
     cement : Structure, optional
-        Vertebroplasty cement, drawn in light grey-blue.
+        Vertebroplasty cement, drawn near-white and nearly opaque.
     levels_pct : sequence of float
         Isodose levels in % of the prescription dose.
     off_screen : bool
@@ -576,7 +576,7 @@ def build_scene(
     if cement is not None and not cement.is_empty:
         mesh = mask_surface(cement.mask, cement.grid)
         if mesh.n_points:
-            pl.add_mesh(mesh, color=_CEMENT_COLOR, opacity=0.6, smooth_shading=True, name="cement")
+            pl.add_mesh(mesh, color=_CEMENT_COLOR, opacity=0.9, smooth_shading=True, name="cement")
             legend.append([f"cement ({cement.volume_cm3:.1f} mL)", _CEMENT_COLOR])
 
     # plan: needles and seeds

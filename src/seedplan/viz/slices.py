@@ -75,7 +75,7 @@ _NAME_COLORS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("vertebral_body", "vertebral body"), "#f5deb3"),
     (("pedicle",), "#d2a05a"),
     (("kidney",), "#8fbc8f"),
-    (("cement", "pmma"), "#9fb6cd"),
+    (("cement", "pmma"), "#e8f4ff"),
     (("oesophag", "esophag"), "#ff9999"),
     (("body", "external", "skin"), "#a0a0a0"),
 )
@@ -336,6 +336,8 @@ def slice_figure(
                 continue
             col = structure_color(s.name, s.role)
             lw = 1.6 if s.role.value == "target" else 1.2
+            if "cement" in s.name.lower():  # a filled region, as radiopaque cement appears on CT
+                ax.contourf(us, vs, m, levels=[0.5, 1.01], colors=[col], alpha=0.45, zorder=2)
             ax.contour(us, vs, m, levels=[0.5], colors=[col], linewidths=lw, zorder=2)
             handles.append(Line2D([], [], color=col, lw=lw, label=s.name))
 

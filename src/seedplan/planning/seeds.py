@@ -155,6 +155,18 @@ def _failed(q: Mapping[str, float], goals: SeedGoals) -> list[str]:
     return out
 
 
+def _violation(q: Mapping[str, float], goals: SeedGoals) -> float:
+    """How far a plan misses its goals, in percentage points (doses as % of their goal or limit)."""
+    v = max(0.0, goals.v100_min_pct - q["V100_pct"])
+    v += max(0.0, goals.d90_min_Gy - q["D90_Gy"]) / max(goals.d90_min_Gy, 1e-9) * 100.0
+    v += max(0.0, q["V150_pct"] - goals.v150_max_pct) + max(0.0, q["V200_pct"] - goals.v200_max_pct)
+    for name, limit in goals.oar_d01cc_max_Gy.items():
+        key = f"{name}:D0.1cc_Gy"
+        if key in q:
+            v += max(0.0, q[key] - limit) / max(limit, 1e-9) * 100.0
+    return v
+
+
 # ----------------------------------------------------------------------- MILP
 def _milp(
     S: float,
@@ -438,14 +450,16 @@ def optimise_seeds(
         fails = _failed(q, goals)
         trials.append({"activity_mCi": a, "n_seeds": int(x.sum()), "solver": status, "failed_goals": fails,
                        **{k: round(v, 3) for k, v in q.items()}})
-        if a not in cache or (len(fails), int(x.sum())) < (len(cache[a][2]), int(cache[a][0].sum())):
+        def rank(x: np.ndarray, q: Mapping[str, float], fails: list) -> tuple:
+            return (len(fails), _violation(q, goals) if fails else 0.0, int(x.sum()))
+
+        if a not in cache or rank(x, q, fails) < rank(*cache[a]):
             cache[a] = (x, q, fails)
         return cache[a]
 
     def key(a: float):
         x, q, fails = cache[round(float(a), 3)]
-        shortfall = max(0.0, goals.v100_min_pct - q["V100_pct"]) + max(0.0, goals.d90_min_Gy - q["D90_Gy"])
-        return (len(fails), shortfall if fails else 0.0, int(x.sum()), a)
+        return (len(fails), _violation(q, goals) if fails else 0.0, int(x.sum()), a)
 
     if activities_mCi is not None:
         grid = sorted({round(float(a), 3) for a in activities_mCi})

@@ -72,3 +72,15 @@ def test_unreachable_goals_report_failures(sphere_case):
 def test_no_slots():
     with pytest.raises(PlanningError, match="no candidate seed slots"):
         optimise_seeds(np.zeros((10, 0)), np.ones(10), SeedGoals(120.0, 120.0))
+
+
+def test_violation_sums_the_misses_in_points():
+    from seedplan.planning.seeds import SeedGoals, _violation
+
+    goals = SeedGoals(prescription_Gy=120.0, d90_min_Gy=120.0, v100_min_pct=95.0, v150_max_pct=70.0,
+                      v200_max_pct=40.0, oar_d01cc_max_Gy={"cord": 50.0})
+    ok = {"D90_Gy": 130.0, "V100_pct": 96.0, "V150_pct": 60.0, "V200_pct": 30.0, "cord:D0.1cc_Gy": 40.0}
+    assert _violation(ok, goals) == 0.0
+    bad = {"D90_Gy": 108.0, "V100_pct": 94.0, "V150_pct": 71.0, "V200_pct": 42.0, "cord:D0.1cc_Gy": 55.0}
+    # V100 1 + D90 10 % + V150 1 + V200 2 + cord 10 %
+    assert _violation(bad, goals) == pytest.approx(24.0)

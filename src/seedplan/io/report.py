@@ -54,6 +54,8 @@ dl.kv dd{margin:0}
 figure{margin:2mm 0 4mm;text-align:center;page-break-inside:avoid;break-inside:avoid}
 figure img{max-width:100%;border:1px solid #d6d9dd}
 figcaption{font-size:9pt;color:#444}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:3mm}
+.grid2 figure{margin:0}
 ul{margin:1mm 0;padding-left:6mm}
 footer{margin-top:8mm;padding-top:2mm;border-top:1px solid #999;font-size:9pt;color:#333}
 @page{size:A4;margin:12mm}
@@ -360,7 +362,7 @@ def _images_section(images: Mapping[str, str | Path]) -> str:
     extra = [k for k in images if k != _DVH_KEY and k not in _SLICE_KEYS]
     if extra:
         out.append("<h2>3D views</h2>")
-        out.extend(_img(images[k], k.replace("_", " ")) for k in extra)
+        out.append('<div class="grid2">' + "".join(_img(images[k], k.replace("_", " ")) for k in extra) + "</div>")
     return f'<section class="images">{"".join(out)}</section>' if out else ""
 
 

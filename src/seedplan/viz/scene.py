@@ -474,6 +474,18 @@ def _seed_length(plan: Any) -> tuple[float, float]:
         return 4.5, 0.8
 
 
+def _prefer_egl_without_display() -> None:
+    """Off-screen on Linux without a display: ask VTK for its EGL window (no failed X connection and warning).
+
+    A ``VTK_DEFAULT_OPENGL_WINDOW`` set by the user wins.
+    """
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
 def build_scene(
     plan: "Plan | None",
     ct: "CTImage | None",
@@ -546,6 +558,8 @@ def build_scene(
 
     centre, box = _focus(plan, ct, structs, float(margin_mm))
     radius = 0.5 * float(np.max(box[1] - box[0]))
+    if off_screen:
+        _prefer_egl_without_display()
     pl = pv.Plotter(off_screen=bool(off_screen), window_size=list(size))
     pl.set_background(_BACKGROUND)
     legend: list[list[str]] = []

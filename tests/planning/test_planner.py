@@ -126,3 +126,17 @@ def test_unreachable_goal_reports_best_plan(phantom):
     assert r.plan.results["oars"]["cauda_equina"]["D0.1cc_Gy"] <= 1.0
     failed = r.plan.results["failed_goals"]
     assert any("D90" in g for g in failed) and any("V100" in g for g in failed)
+
+
+def test_activity_ordered_at_calibration_covers_at_implant(phantom):
+    """Seeds calibrated 10 days before the implant have decayed 11 %: the plan must still cover the target."""
+    from seedplan.planning.planner import PlanningOptions
+
+    r = plan_case(phantom.ct, phantom.structures, options=PlanningOptions(
+        calibration_date="2026-10-21", implant_date="2026-10-31", heterogeneity=False))
+    plan = r.plan
+    s = plan.seeds[0]
+    assert s.strength_U == pytest.approx(s.activity_mCi * 1.270, rel=1e-9)  # S_K at calibration
+    assert plan.strengths_at_implant_U[0] == pytest.approx(s.strength_U * 2 ** (-10 / 59.4), rel=1e-9)
+    t = plan.results["target"]
+    assert t["D90_Gy"] >= 120.0 and t["V100_pct"] >= 95.0, t

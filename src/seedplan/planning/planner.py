@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from .. import __version__
 from ..dose import influence_matrix, total_dose, total_dose_grid
+from ..dose.decay import decay_factor, elapsed_days
 from ..errors import GeometryError, InputError, PlanningError
 from ..evaluation.metrics import Evaluation, evaluate
 from ..evaluation.radiobiology import bed_permanent_Gy, eqd2_Gy
@@ -371,7 +372,12 @@ def plan_case(
         w_o[name] = w
     timings["influence"] = time.perf_counter() - t
 
-    # ---- seed optimisation
+    # ---- seed optimisation: activities are ordered at the calibration date, the dose comes from the
+    # strength at the implant date
+    today = _dt.date.today().isoformat()
+    cal = opt.calibration_date or today
+    imp = opt.implant_date or cal
+    decay = float(decay_factor(elapsed_days(cal, imp), model.half_life_d))
     t = time.perf_counter()
     say("optimising seed positions and activity (MILP + local search)")
     # The optimiser sees a coarser sampling than the final evaluation: it aims a little inside the
@@ -385,7 +391,7 @@ def plan_case(
         oar_d01cc_max_Gy={k: v * COVERAGE_MARGIN["oar_fraction"] for k, v in limits.items()},
     )
     sol = optimise_seeds(
-        A_t, w_t, goals, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi,
+        A_t, w_t, goals, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
         activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts, rng=gen,
     )
     timings["seeds"] = time.perf_counter() - t
@@ -394,9 +400,6 @@ def plan_case(
     say(f"{sol.n_seeds} seeds x {sol.activity_mCi:.2f} mCi" + ("" if sol.goals_met else f"; goals not met: {'; '.join(sol.failed_goals)}"))
 
     # ---- the plan: keep needles that carry seeds; the tip moves to the deepest seed
-    today = _dt.date.today().isoformat()
-    cal = opt.calibration_date or today
-    imp = opt.implant_date or cal
     chosen = np.array(sol.chosen)
     used = sorted({int(slots.needle_index[j]) for j in chosen})
     needles: list[Needle] = []
@@ -415,7 +418,7 @@ def plan_case(
                     needle=new_no,
                     retraction_mm=float(slots.retraction_mm[j] - slots.retraction_mm[on[0]]),
                     activity_mCi=sol.activity_mCi,
-                    strength_U=sol.strength_U,
+                    strength_U=sol.activity_mCi * model.U_per_mCi,  # at calibration
                 )
             )
     plan = Plan(

@@ -140,3 +140,19 @@ def test_activity_ordered_at_calibration_covers_at_implant(phantom):
     assert plan.strengths_at_implant_U[0] == pytest.approx(s.strength_U * 2 ** (-10 / 59.4), rel=1e-9)
     t = plan.results["target"]
     assert t["D90_Gy"] >= 120.0 and t["V100_pct"] >= 95.0, t
+
+
+def test_near_matches_the_whole_grid_distance_transform():
+    from seedplan.geometry import Grid
+    from seedplan.planning.planner import _near
+
+    for sp in ((1.0, 1.0, 1.0), (0.7, 0.9, 2.5)):
+        g = Grid((0, 0, 0), sp, (60, 50, 40))
+        m = np.zeros(g.shape, bool)
+        m[10:14, 20:30, 5:9] = True
+        m[30, 40, 50] = True
+        full = ndimage.distance_transform_edt(~m, sampling=np.asarray(sp)[::-1])
+        for d in (0.0, 1.0, 5.0, 7.3):
+            assert np.array_equal(_near(m, g, d), full <= d), (sp, d)
+            assert np.array_equal(_near(m, g, d, strict=True), full < d), (sp, d)
+    assert not _near(np.zeros((3, 3, 3), bool), Grid((0, 0, 0), (1, 1, 1), (3, 3, 3)), 5.0).any()

@@ -283,3 +283,20 @@ def test_kernel_means_the_same_compiled_and_interpreted(ell, monkeypatch):
     slow = simulate_cement(ct, vb, g, [[0.0, 6.0, 0.0]], 6.0)
     assert np.array_equal(fast.mask, slow.mask)
     assert dict(fast.leak_flags) == dict(slow.leak_flags) and slow.leak_flags["outside_body"] is None
+
+
+def test_plan_cement_bad_input(phantom):
+    from seedplan.errors import InputTypeError
+    from seedplan.planning.cement import plan_cement
+
+    vb = phantom.structures["vertebral_body_L3"]
+    with pytest.raises(InputTypeError, match="vertebral_body must be a seedplan Structure"):
+        plan_cement(phantom.ct, vb.mask, [[0.0, -5.0, 0.0]])
+    with pytest.raises(InputTypeError, match="lesion must be a seedplan Structure"):
+        plan_cement(phantom.ct, vb, [[0.0, -5.0, 0.0]], lesion="target")
+    with pytest.raises(InputError, match="outside the vertebral body"):
+        plan_cement(phantom.ct, vb, [[0.0, -60.0, 0.0]])  # tip in front of the body
+    with pytest.raises(InputError, match="cement material 'bone' is unknown"):
+        plan_cement(phantom.ct, vb, [[0.0, -5.0, 0.0]], material="bone")
+    p = plan_cement(phantom.ct, vb, [[0.0, -5.0, 0.0]], lesion=phantom.structures["target"])
+    assert p.lesion_type == "lytic" and p.level == "L3" and p.radiopaque

@@ -195,6 +195,12 @@ class Structure:
         """A copy with another name and/or role."""
         return Structure(name or self.name, role if role is not None else self.role, self.mask, self.grid)
 
+    def mask_on(self, grid: Grid) -> np.ndarray:
+        """The mask on ``grid`` (bool, ``[z, y, x]``): this mask when the geometry is the same, else resampled."""
+        if self.grid.same_geometry(grid):
+            return np.asarray(self.mask, dtype=bool)
+        return np.asarray(self.resampled(grid).mask, dtype=bool)
+
     def resampled(self, grid: Grid, *, method: str = "volume") -> "Structure":
         """The structure on another grid (any spacing, origin, orientation).
 

@@ -741,7 +741,7 @@ LYTIC_MAX_HU = 120.0
 
 def lesion_type_from_hu(ct: CTImage, lesion: Structure, vertebral_body: Structure) -> str:
     """``"lytic"`` when the lesion's mean HU inside the VB is below :data:`LYTIC_MAX_HU`, else ``"blastic"``."""
-    m = _on_ct(lesion, ct, "lesion") & _on_ct(vertebral_body, ct, "vertebral_body")
+    m = lesion.mask_on(ct.grid) & vertebral_body.mask_on(ct.grid)
     if not m.any():
         return "lytic"
     return "lytic" if float(np.mean(ct.hu[m])) < LYTIC_MAX_HU else "blastic"
@@ -753,14 +753,6 @@ def level_from_name(name: str) -> str | None:
 
     hit = re.search(r"(?:^|[^A-Za-z])([CTLS])(\d{1,2})(?:$|[^0-9])", str(name), flags=re.IGNORECASE)
     return f"{hit.group(1).upper()}{int(hit.group(2))}" if hit else None
-
-
-def _on_ct(s: Structure, ct: CTImage, what: str) -> np.ndarray:
-    if not isinstance(s, Structure):
-        raise InputTypeError(f"{what} must be a seedplan Structure, got {type(s).__name__}")
-    if s.grid.same_geometry(ct.grid):
-        return np.asarray(s.mask, dtype=bool)
-    return np.asarray(s.resampled(ct.grid).mask, dtype=bool)
 
 
 @dataclass(frozen=True, eq=False)
@@ -872,7 +864,7 @@ class CementPlan:
             planned = float(get("planned_mL", (int, float)))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"plan cement entry is malformed ({exc}); re-plan the case to rebuild the cement") from None
-        vb = _on_ct(structures[name], ct, "vertebral_body")
+        vb = structures[name].mask_on(ct.grid)
         res = simulate_cement(ct, vb, ct.grid, tips, planned)
         return cls(name, data.get("level"), str(data.get("lesion_type", "lytic")), mat,
                    tuple(tuple(float(v) for v in t) for t in tips), rec, str(data.get("volume_source", "requested")),
@@ -943,13 +935,18 @@ def plan_cement(
     CementPlan
     """
     mat = cement_material(material)
-    vb = _on_ct(vertebral_body, ct, "vertebral_body")
+    if not isinstance(ct, CTImage):
+        raise InputTypeError(f"ct must be a seedplan CTImage, got {type(ct).__name__}")
+    for name, s in (("vertebral_body", vertebral_body), ("lesion", lesion)):
+        if not isinstance(s, Structure) and not (name == "lesion" and s is None):
+            raise InputTypeError(f"{name} must be a seedplan Structure, got {type(s).__name__}")
+    vb = vertebral_body.mask_on(ct.grid)
     if not vb.any():
         raise InputError(f"vertebral body structure {vertebral_body.name!r} is empty; it must contain voxels")
     vb_s = Structure(vertebral_body.name, vertebral_body.role, vb, ct.grid)
     les_s = None
     if lesion is not None:
-        les_s = Structure(lesion.name, lesion.role, _on_ct(lesion, ct, "lesion"), ct.grid)
+        les_s = Structure(lesion.name, lesion.role, lesion.mask_on(ct.grid), ct.grid)
     if lesion_type == "auto":
         lesion_type = lesion_type_from_hu(ct, les_s, vb_s) if les_s is not None else "lytic"
     lvl = level if level is not None else level_from_name(vertebral_body.name)

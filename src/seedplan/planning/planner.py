@@ -184,12 +184,6 @@ def _near(mask: np.ndarray, grid: Grid, max_mm: float, *, strict: bool = False) 
     return out
 
 
-def _on_grid(s: Structure, grid: Grid) -> np.ndarray:
-    if s.grid.same_geometry(grid):
-        return np.asarray(s.mask, dtype=bool)
-    return np.asarray(s.resampled(grid).mask, dtype=bool)
-
-
 def _check_target(target: Structure, ct: CTImage) -> None:
     if target.is_empty:
         raise PlanningError(f"target structure {target.name!r} is empty: contour the lesion before planning")
@@ -255,7 +249,7 @@ def plan_case(
         raise PlanningError(f"no structure with role 'target' among {list(structures.names)}")
     target = targets[0]
     _check_target(target, ct)
-    target_mask = _on_grid(target, grid)
+    target_mask = target.mask_on(grid)
 
     if opt.cement and opt.cement_volume_mL is not None and not structures.by_role(Role.VERTEBRAL_BODY):
         raise PlanningError(
@@ -263,16 +257,16 @@ def plan_case(
             f"'vertebral_body' (structures: {list(structures.names)}); contour the treated vertebral body"
         )
     bodies = structures.by_role(Role.BODY)
-    body_mask = _on_grid(bodies[0], grid) if bodies else np.asarray(ct.hu > -400)
+    body_mask = bodies[0].mask_on(grid) if bodies else np.asarray(ct.hu > -400)
     forbidden = {
-        s.name: _on_grid(s, grid)
+        s.name: s.mask_on(grid)
         for s in structures.values()
         if s.role in (Role.OAR, Role.AVOIDANCE) and not s.is_empty
     }
     corridor = np.zeros(grid.shape, dtype=bool)
     for s in structures.values():
         if s.role == Role.VERTEBRAL_BODY or "pedicle" in s.name.lower():
-            corridor |= _on_grid(s, grid)
+            corridor |= s.mask_on(grid)
     bone = np.asarray(ct.hu >= opt.bone_min_hu)
     timings["structures"] = time.perf_counter() - t0
 
@@ -300,11 +294,11 @@ def plan_case(
     bodies_vb = structures.by_role(Role.VERTEBRAL_BODY)
     if opt.pvp_approach and bodies_vb:
         t = time.perf_counter()
-        vb = _on_grid(bodies_vb[0], grid)
+        vb = bodies_vb[0].mask_on(grid)
         pedicles = np.zeros(grid.shape, dtype=bool)
         for s in structures.values():
             if "pedicle" in s.name.lower():
-                pedicles |= _on_grid(s, grid)
+                pedicles |= s.mask_on(grid)
         def pvp_paths(bilateral: bool) -> tuple[Needle, ...]:
             return tuple(pvp_needle_paths(
                 grid, vb, body_mask, forbidden, pedicles=pedicles if pedicles.any() else None, bone=bone,
@@ -379,7 +373,7 @@ def plan_case(
     limits = _limit_names(structures, presc)
     A_o, w_o = {}, {}
     for name in limits:
-        p, w = sample_mask_points(_on_grid(structures[name], grid), grid, points_per_mm3=opt.sample_points_per_mm3)
+        p, w = sample_mask_points(structures[name].mask_on(grid), grid, points_per_mm3=opt.sample_points_per_mm3)
         A_o[name] = influence_matrix(p, slots.positions_mm, source=model, axes=slot_axes, formalism=opt.formalism)
         w_o[name] = w
     timings["influence"] = time.perf_counter() - t
@@ -598,7 +592,7 @@ def heterogeneity_results(plan: Plan, ct: CTImage, structures: StructureSet, cem
                            "sampling_points_per_mm3": points_per_mm3}
     targets = structures.by_role(Role.TARGET)
     if targets:
-        tm = _on_grid(targets[0], grid)
+        tm = targets[0].mask_on(grid)
         out["target"] = target_block(dvh_of(tm, targets[0].name), targets[0].name)
         rest = tm & ~cmask
         if rest.any() and rest.sum() < tm.sum():
@@ -607,7 +601,7 @@ def heterogeneity_results(plan: Plan, ct: CTImage, structures: StructureSet, cem
     out["oars"] = {}
     for x in structures.values():
         if x.role == Role.OAR and not x.is_empty:
-            h = dvh_of(_on_grid(x, grid), x.name)
+            h = dvh_of(x.mask_on(grid), x.name)
             out["oars"][x.name] = {"Dmax_Gy": h.max_Gy, "D0.1cc_Gy": h.D_cc(0.1), "D1cc_Gy": h.D_cc(1.0)}
     return out
 

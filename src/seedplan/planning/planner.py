@@ -403,7 +403,8 @@ def plan_case(
     timings["seeds"] = time.perf_counter() - t
     if sol.n_seeds == 0:
         raise PlanningError("the optimiser placed no seed; check the target and the needle paths")
-    say(f"{sol.n_seeds} seeds x {sol.activity_mCi:.2f} mCi" + ("" if sol.goals_met else f"; goals not met: {'; '.join(sol.failed_goals)}"))
+    say(f"{sol.n_seeds} seeds x {sol.activity_mCi:.2f} mCi" + ("" if sol.goals_met else
+        f"; missed on the optimiser's samples (aims set inside the goals): {'; '.join(sol.failed_goals)}"))
 
     # ---- the plan: keep needles that carry seeds; the tip moves to the deepest seed
     chosen = np.array(sol.chosen)

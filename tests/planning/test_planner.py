@@ -156,3 +156,13 @@ def test_near_matches_the_whole_grid_distance_transform():
             assert np.array_equal(_near(m, g, d), full <= d), (sp, d)
             assert np.array_equal(_near(m, g, d, strict=True), full < d), (sp, d)
     assert not _near(np.zeros((3, 3, 3), bool), Grid((0, 0, 0), (1, 1, 1), (3, 3, 3)), 5.0).any()
+
+
+def test_hot_spot_goals_met_at_l5():
+    """L5: the coverage-first search stalls at V150 70.0 / V200 41.1; trading coverage for hot spots meets all goals."""
+    from seedplan.planning.planner import PlanningOptions
+
+    ph = make_spine_phantom(level="L5", lesion_diameter_mm=30.0, lesion_type="lytic")
+    r = plan_case(ph.ct, ph.structures, options=PlanningOptions(heterogeneity=False))
+    t = r.plan.results["target"]
+    assert r.plan.results["failed_goals"] == [], (t["V100_pct"], t["V150_pct"], t["V200_pct"])

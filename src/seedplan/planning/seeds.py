@@ -22,14 +22,16 @@ least one seed spacing apart.
 
 At each activity of the sweep the LP relaxation of this programme (HiGHS) is rounded at 0.5 and refined by a deterministic local search on
 the full matrices: add the slot that covers most under-dosed target volume
-while a coverage goal fails, then remove seeds whose removal keeps every
-goal met.  At the best activity the mixed-integer programme itself is
+while a coverage goal fails; then add, remove or move one seed at a time,
+coverage first and V150/V200 next, and, when that stalls, trading coverage
+against hot spots (kept only if every goal is then met); finally remove
+seeds whose removal keeps every goal met.  At the best activity the mixed-integer programme itself is
 solved (HiGHS branch and bound, node-limited so that the result is
 deterministic), refined the same way, and kept when it is better.  One
 activity serves the whole implant, as clinics order one batch; the plan
 meeting all goals with the fewest seeds wins, ties going to the lower
 activity.  When no activity meets every goal the plan failing the fewest
-goals (then with the best coverage) is returned with the failed goals
+goals (then with the smallest total violation) is returned with the failed goals
 named.
 """
 
@@ -270,9 +272,14 @@ def _local_search(
         if best is None:
             break
         x, q = best
-    # 2. hot spots: while V150 / V200 exceed their limits, move or remove the seed whose
-    #    change lowers the excess most, keeping coverage and OAR limits
-    x = _cool_hot_spots(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours)
+    # 2. while a goal fails, add, remove or move the seed whose change helps most: coverage
+    #    first, then V150 / V200 without losing coverage, keeping the OAR limits
+    x0, x = x, _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours)
+    #    if that stalls, trade coverage against hot spots; keep the result only if it meets every goal
+    if _failed(plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals), goals):
+        xt = _reduce_violation(x0, S, A_t, w_t, A_oars, w_oars, goals, neighbours, coverage_first=False)
+        if not _failed(plan_quality(xt, S, A_t, w_t, A_oars, w_oars, goals), goals):
+            x = xt
     q = plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals)
     # 3. prune: remove seeds whose removal keeps every goal that is currently met
     met_before = set(_failed(q, goals))
@@ -297,58 +304,77 @@ def _local_search(
                 break
     return x
 
-def _cool_hot_spots(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, max_moves: int = 60):
-    """Swap or remove seeds to bring V150 and V200 under their limits without losing coverage."""
+def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, coverage_first: bool = True,
+                      max_moves: int = 60):
+    """Add, remove or move one seed at a time while that brings the plan closer to its goals.
+
+    The coverage shortfall is V100 below its goal + the volume below the D90
+    goal beyond 10 % (D90 >= goal exactly when >= 90 % of the volume
+    receives it); the hot-spot excess is V150 + V200 above their limits; both
+    in percentage points.  With ``coverage_first`` a move must lower the
+    shortfall, or keep it and lower the excess; otherwise a move must lower
+    their sum, so that some coverage can be traded for more hot-spot volume
+    on the way to a plan meeting every goal.  Every move keeps the
+    organ-at-risk limits.
+    """
     pd = goals.prescription_Gy
     wsum = w_t.sum()
     oar_names = [n for n in goals.oar_d01cc_max_Gy if n in A_oars]
 
-    def excess(d):
-        v100 = (d >= pd - 1e-9).astype(float).T @ w_t * (100.0 / wsum)
-        v90 = (d >= goals.d90_min_Gy - 1e-9).astype(float).T @ w_t * (100.0 / wsum)
-        v150 = (d >= 1.5 * pd).astype(float).T @ w_t * (100.0 / wsum)
-        v200 = (d >= 2.0 * pd).astype(float).T @ w_t * (100.0 / wsum)
-        hot = np.maximum(v150 - goals.v150_max_pct, 0) + np.maximum(v200 - goals.v200_max_pct, 0)
-        ok = (v100 >= goals.v100_min_pct - 1e-9) & (v90 >= 90.0 - 1e-9)
-        return hot, ok
+    def shortfall_excess(d):
+        def v(level):
+            return (d >= level).astype(float).T @ w_t * (100.0 / wsum)
+
+        cov = np.maximum(goals.v100_min_pct - v(pd - 1e-9), 0) + np.maximum(90.0 - v(goals.d90_min_Gy - 1e-9), 0)
+        hot = np.maximum(v(1.5 * pd) - goals.v150_max_pct, 0) + np.maximum(v(2.0 * pd) - goals.v200_max_pct, 0)
+        return np.round(cov, 9), np.round(hot, 9)
 
     x = x.copy()
     d = S * A_t[:, x].sum(axis=1)
-    hot, ok = excess(d[:, None])
-    if not ok[0] or hot[0] <= 0:
-        return x
-    current = float(hot[0])
+    cov, hot = (float(a[0]) for a in shortfall_excess(d[:, None]))
     for _ in range(max_moves):
-        best = (current - 1e-9, None, None)
+        if cov <= 0 and hot <= 0:
+            break
+        cols, moves = [], []
         sel = np.flatnonzero(x)
-        for j in sel:
-            base = d - S * A_t[:, j]
+        for j in [None, *sel]:  # j: the seed that moves or goes (None: only add one)
+            base = d if j is None else d - S * A_t[:, j]
             blocked = np.zeros(x.size, dtype=bool)
             for o in sel:
                 if o != j:
                     blocked[neighbours[o]] = True
             free = np.flatnonzero(~x & ~blocked)
-            cand = np.concatenate([base[:, None], base[:, None] + S * A_t[:, free]], axis=1)
-            h, okc = excess(cand)
-            h = np.where(okc, h, np.inf)
-            k = int(np.argmin(h))
-            if h[k] < best[0]:
-                best = (float(h[k]), int(j), None if k == 0 else int(free[k - 1]))
-        if best[1] is None:
-            break
-        trial = x.copy()
-        trial[best[1]] = False
-        if best[2] is not None:
-            trial[best[2]] = True
-        if oar_names:
-            qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
-            if any(qt[f"{n}:D0.1cc_Gy"] > goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names):
+            if j is not None:
+                cols.append(base[:, None])
+                moves.append((j, None))
+            cols.append(base[:, None] + S * A_t[:, free])
+            moves.extend((j, int(f)) for f in free)
+        c, h = shortfall_excess(np.concatenate(cols, axis=1))
+        if coverage_first:
+            better = (c < cov - 1e-9) | ((c <= cov + 1e-9) & (h < hot - 1e-9))
+            order = np.lexsort((h, c))
+        else:
+            better = c + h < cov + hot - 1e-9
+            order = np.lexsort((h, c + h))
+        moved = False
+        for m in order[:8]:
+            if not better[m]:
                 break
-        x = trial
-        d = S * A_t[:, x].sum(axis=1)
-        current = best[0]
-        if current <= 0:
+            trial = x.copy()
+            j, f = moves[m]
+            if j is not None:
+                trial[j] = False
+            if f is not None:
+                trial[f] = True
+            if oar_names:
+                qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
+                if any(qt[f"{n}:D0.1cc_Gy"] > goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names):
+                    continue
+            x, cov, hot, moved = trial, float(c[m]), float(h[m]), True
             break
+        if not moved:
+            break
+        d = S * A_t[:, x].sum(axis=1)
     return x
 
 

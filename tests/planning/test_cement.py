@@ -239,13 +239,7 @@ def test_cement_excludes_slots():
     assert ex0.tolist() == [True, False, False, True, False]
 
 
-# ------------------------------------------------------------------ real phantom
-@pytest.fixture(scope="module")
-def phantom():
-    from seedplan.imaging.phantom import make_spine_phantom
-
-    return make_spine_phantom()
-
+# ------------------------------------------------------------------ real phantom (fixture in conftest.py)
 
 def test_phantom_recommendation_and_simulation(phantom):
     from seedplan.planning.needles import pvp_needle_paths

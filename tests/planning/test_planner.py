@@ -12,16 +12,6 @@ from seedplan.planning.planner import plan_case
 from seedplan.planning.prescription import Prescription
 
 
-@pytest.fixture(scope="module")
-def phantom():
-    return make_spine_phantom(level="L3", lesion_diameter_mm=30.0, lesion_type="lytic")
-
-
-@pytest.fixture(scope="module")
-def result(phantom):
-    return plan_case(phantom.ct, phantom.structures)
-
-
 def test_coverage_goals(result):
     t = result.plan.results["target"]
     assert t["D90_Gy"] >= 120.0

@@ -4,21 +4,10 @@ import numpy as np
 import pytest
 
 from seedplan.errors import InputError, PlanningError
-from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.imaging.structures import Role, StructureSet
 from seedplan.plan import load_plan, save_plan
 from seedplan.planning.cement import CementPlan, cement_excludes_slots
 from seedplan.planning.planner import PlanningOptions, plan_case, reevaluate_plan
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_spine_phantom(level="L3", lesion_diameter_mm=30.0, lesion_type="lytic")
-
-
-@pytest.fixture(scope="module")
-def result(phantom):
-    return plan_case(phantom.ct, phantom.structures)
 
 
 def test_cement_is_planned_with_the_combined_model(result):

@@ -49,9 +49,9 @@ from .sampling import (
 
 __all__ = ["ROLES", "SamplingOptions", "Evaluation", "evaluate", "dvh_of_structure"]
 
-ROLES = ("target", "oar", "vertebral_body", "avoidance", "body", "bone")
+ROLES = ("target", "oar", "canal", "vertebral_body", "pedicle", "avoidance", "body", "bone")
 #: Roles that are accepted but not sampled (listed in ``metrics["not_evaluated"]``).
-SKIPPED_ROLES = ("body", "bone")
+SKIPPED_ROLES = ("body", "bone", "pedicle")
 
 DoseFn = Callable[[np.ndarray], Any]
 
@@ -452,13 +452,13 @@ def evaluate(
             }
             if metrics["target"] is None:
                 metrics["target"] = {"name": s.name, **ind}
-        elif role in ("oar", "avoidance"):
+        elif role in ("oar", "canal", "avoidance"):
             ind = oar_indices(dvh)
             ind["EQD2max_Gy"] = eqd2_permanent_Gy(ind["Dmax_Gy"], alpha_beta_oar_Gy, half_life_d, repair_half_time_h)
             ind["EQD2_D0.1cc_Gy"] = eqd2_permanent_Gy(
                 ind["D0.1cc_Gy"], alpha_beta_oar_Gy, half_life_d, repair_half_time_h
             )
-            metrics["oars" if role == "oar" else "avoidance"][s.name] = ind
+            metrics["avoidance" if role == "avoidance" else "oars"][s.name] = ind
         else:  # vertebral body
             metrics["vertebral_bodies"][s.name] = {
                 "volume_cm3": dvh.volume_cm3,

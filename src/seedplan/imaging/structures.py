@@ -47,11 +47,23 @@ _STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 
 
 class Role(str, Enum):
-    """What a structure is for in planning."""
+    """What a structure is for in planning.
+
+    * ``target``: the lesion to cover;
+    * ``oar``: an organ at risk: no needle within its margin, evaluated (DVH, D0.1cc);
+    * ``canal``: the spinal canal or what it holds (cord, cauda equina, dura, thecal sac): an organ
+      at risk that no needle crosses and no seed comes within ``min_seed_canal_distance_mm`` of;
+    * ``vertebral_body``: the treated vertebral body (needle corridor, cement);
+    * ``pedicle``: a pedicle (the transpedicular needle corridor);
+    * ``avoidance``: a region no needle crosses (not evaluated);
+    * ``body``: the patient outline (skin); ``bone``: bone, for display and segmentation.
+    """
 
     TARGET = "target"
     OAR = "oar"
+    CANAL = "canal"
     VERTEBRAL_BODY = "vertebral_body"
+    PEDICLE = "pedicle"
     AVOIDANCE = "avoidance"
     BODY = "body"
     BONE = "bone"
@@ -80,7 +92,11 @@ def guess_role(name: str) -> Role:
         return Role.VERTEBRAL_BODY
     if n in ("body", "external", "skin", "outline", "patient") or n.startswith("body"):
         return Role.BODY
-    if any(w in n for w in ("bone", "pedicle", "cortical", "cancellous", "lamina", "vertebra")):
+    if "pedicle" in n:
+        return Role.PEDICLE
+    if any(w in n for w in ("canal", "cord", "cauda", "dura", "thecal")):
+        return Role.CANAL
+    if any(w in n for w in ("bone", "cortical", "cancellous", "lamina", "vertebra")):
         return Role.BONE
     if "avoid" in n or n.startswith("prv"):
         return Role.AVOIDANCE
@@ -824,7 +840,8 @@ def load_rtstruct(
         if role is None:
             guessed = guess_role(name)
             by_type = _INTERPRETED_ROLES.get(interp.get(number, ""))
-            role = guessed if (by_type is None or guessed in (Role.VERTEBRAL_BODY, Role.BONE, Role.TARGET)) else by_type
+            specific = (Role.VERTEBRAL_BODY, Role.PEDICLE, Role.CANAL, Role.BONE, Role.TARGET)
+            role = guessed if (by_type is None or guessed in specific) else by_type
             if by_type is Role.TARGET:
                 role = Role.TARGET
         out.append(Structure(unique, role, mask, grid))
@@ -836,6 +853,8 @@ _DEFAULT_COLORS = {
     Role.TARGET: (255, 0, 0),
     Role.VERTEBRAL_BODY: (255, 200, 0),
     Role.OAR: (0, 170, 255),
+    Role.CANAL: (255, 255, 0),
+    Role.PEDICLE: (255, 160, 60),
     Role.AVOIDANCE: (255, 0, 255),
     Role.BODY: (0, 255, 0),
     Role.BONE: (230, 230, 200),
@@ -844,6 +863,8 @@ _ROLE_TO_INTERPRETED = {
     Role.TARGET: "GTV",
     Role.VERTEBRAL_BODY: "ORGAN",
     Role.OAR: "ORGAN",
+    Role.CANAL: "ORGAN",
+    Role.PEDICLE: "ORGAN",
     Role.AVOIDANCE: "AVOIDANCE",
     Role.BODY: "EXTERNAL",
     Role.BONE: "ORGAN",

@@ -261,11 +261,11 @@ def plan_case(
     forbidden = {
         s.name: s.mask_on(grid)
         for s in structures.values()
-        if s.role in (Role.OAR, Role.AVOIDANCE) and not s.is_empty
+        if s.role in (Role.OAR, Role.CANAL, Role.AVOIDANCE) and not s.is_empty
     }
     corridor = np.zeros(grid.shape, dtype=bool)
     for s in structures.values():
-        if s.role == Role.VERTEBRAL_BODY or "pedicle" in s.name.lower():
+        if s.role in (Role.VERTEBRAL_BODY, Role.PEDICLE):
             corridor |= s.mask_on(grid)
     bone = np.asarray(ct.hu >= opt.bone_min_hu)
     timings["structures"] = time.perf_counter() - t0
@@ -296,9 +296,8 @@ def plan_case(
         t = time.perf_counter()
         vb = bodies_vb[0].mask_on(grid)
         pedicles = np.zeros(grid.shape, dtype=bool)
-        for s in structures.values():
-            if "pedicle" in s.name.lower():
-                pedicles |= s.mask_on(grid)
+        for s in structures.by_role(Role.PEDICLE):
+            pedicles |= s.mask_on(grid)
         def pvp_paths(bilateral: bool) -> tuple[Needle, ...]:
             return tuple(pvp_needle_paths(
                 grid, vb, body_mask, forbidden, pedicles=pedicles if pedicles.any() else None, bone=bone,
@@ -346,8 +345,7 @@ def plan_case(
     canal_like = np.zeros(grid.shape, dtype=bool)
     exclude = np.zeros(grid.shape, dtype=bool)
     for name, m in forbidden.items():
-        low = name.lower()
-        if any(k in low for k in ("canal", "cord", "cauda", "dura", "thecal")):
+        if structures[name].role == Role.CANAL:
             canal_like |= m
         else:
             exclude |= m
@@ -547,7 +545,8 @@ def plan_dose_function(plan: Plan) -> Callable[[np.ndarray], np.ndarray]:
 
 def evaluate_plan(plan: Plan, structures: StructureSet, grid: Grid) -> Evaluation:
     """Evaluate the plan's exact dose on its target and organs at risk (fine sampling)."""
-    keep = [s for s in structures.values() if s.role in (Role.TARGET, Role.OAR, Role.VERTEBRAL_BODY) and not s.is_empty]
+    keep = [s for s in structures.values()
+            if s.role in (Role.TARGET, Role.OAR, Role.CANAL, Role.VERTEBRAL_BODY) and not s.is_empty]
     bodies = structures.by_role(Role.BODY)
     return evaluate(
         keep,
@@ -601,7 +600,7 @@ def heterogeneity_results(plan: Plan, ct: CTImage, structures: StructureSet, cem
                                                         f"{targets[0].name} outside cement")
     out["oars"] = {}
     for x in structures.values():
-        if x.role == Role.OAR and not x.is_empty:
+        if x.role in (Role.OAR, Role.CANAL) and not x.is_empty:
             h = dvh_of(x.mask_on(grid), x.name)
             out["oars"][x.name] = {"Dmax_Gy": h.max_Gy, "D0.1cc_Gy": h.D_cc(0.1), "D1cc_Gy": h.D_cc(1.0)}
     return out

@@ -125,12 +125,17 @@ class Structure:
         Boolean mask ``[z, y, x]`` with shape ``grid.shape`` (copied, read-only).
     grid : Grid
         Geometry of the mask.
+    derived : str
+        Empty for a structure the user gave; for one seedplan derived from the CT (or from
+        another structure), how it was derived, in one line.  Reports, the plan and the
+        RTSTRUCT ROI description carry it.
     """
 
     name: str
     role: Role
     mask: np.ndarray
     grid: Grid
+    derived: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -138,6 +143,8 @@ class Structure:
         object.__setattr__(self, "role", _coerce_role(self.role, f"structure {self.name!r}"))
         if not isinstance(self.grid, Grid):
             raise InputError(f"structure {self.name!r}: grid must be a seedplan.geometry.Grid")
+        if not isinstance(self.derived, str):
+            raise InputError(f"structure {self.name!r}: derived must be a string (how it was derived, or '')")
         m = np.asarray(self.mask)
         if m.shape != self.grid.shape:
             raise GeometryError(
@@ -209,7 +216,8 @@ class Structure:
     # --------------------------------------------------------------- variants
     def renamed(self, name: str | None = None, role: Role | str | None = None) -> "Structure":
         """A copy with another name and/or role."""
-        return Structure(name or self.name, role if role is not None else self.role, self.mask, self.grid)
+        return Structure(name or self.name, role if role is not None else self.role, self.mask, self.grid,
+                         self.derived)
 
     def mask_on(self, grid: Grid) -> np.ndarray:
         """The mask on ``grid`` (bool, ``[z, y, x]``): this mask when the geometry is the same, else resampled."""
@@ -244,7 +252,7 @@ class Structure:
         if not isinstance(grid, Grid):
             raise InputError(f"resampled(): grid must be a seedplan.geometry.Grid, got {type(grid).__name__}")
         if grid.same_geometry(self.grid, tol_mm=1e-4) and grid.direction == self.grid.direction:
-            return Structure(self.name, self.role, self.mask, grid)
+            return Structure(self.name, self.role, self.mask, grid, self.derived)
         frac = _coverage_fraction(self.mask, self.grid, grid)
         if method == "fraction":
             out = frac >= 0.5
@@ -254,7 +262,7 @@ class Structure:
             inside = grid.contains(self.points_mm(), margin_voxels=0.5)
             n_target = int(round(np.count_nonzero(inside) * self.grid.voxel_volume_mm3 / grid.voxel_volume_mm3))
             out = _volume_preserving_threshold(frac, n_target)
-        return Structure(self.name, self.role, out, grid)
+        return Structure(self.name, self.role, out, grid, self.derived)
 
 
 def _coverage_fraction(mask: np.ndarray, src: Grid, dst: Grid, *, max_samples: float = 4e7) -> np.ndarray:
@@ -1033,6 +1041,8 @@ def write_rtstruct(
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = for_uid
         roi.ROIName = s.name[:64]
+        if s.derived:  # LO: at most 64 characters
+            roi.ROIDescription = f"derived: {s.derived}"[:64]
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         roi_seq.append(roi)
         rc = Dataset()

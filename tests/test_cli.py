@@ -20,7 +20,7 @@ def demo_dir(tmp_path_factory):
 
 
 def test_demo_writes_the_outputs(demo_dir):
-    for name in ("plan.json", "plan_table.csv", "dose.nrrd", "metrics.json", "dvh.csv", "case/case.json",
+    for name in ("plan.json", "plan_table.csv", "plan_summary.txt", "dose.nrrd", "metrics.json", "dvh.csv", "case/case.json",
                  "case/rtstruct.dcm", "report.html", "slice_axial.png", "dvh.png", "dicom/RTPLAN.dcm",
                  "dicom/RTDOSE.dcm", "dicom/RTSTRUCT.dcm"):
         assert (demo_dir / name).exists(), name
@@ -52,7 +52,12 @@ def test_demo_writes_the_outputs(demo_dir):
     first_target = next(line for line in dvh if line.startswith("target,"))
     assert first_target.endswith(",100.0000")  # every structure receives >= 0 Gy
     table = (demo_dir / "plan_table.csv").read_text().splitlines()
-    assert table[0].startswith("needle,entry_x_mm") and len(table) > m["seeds"]["count"]
+    # a plain CSV: the header and one row per seed, needles named as everywhere else
+    assert table[0].startswith("needle,entry_x_mm") and len(table) == m["seeds"]["count"] + 1
+    import csv
+
+    rows = list(csv.DictReader(table))
+    assert {r["needle"] for r in rows} == {f"N{k}" for k in range(1, m["needles"]["count"] + 1)}
 
 
 def test_demo_plans_the_cement(demo_dir):
@@ -68,8 +73,8 @@ def test_demo_plans_the_cement(demo_dir):
     assert m["dose_model"]["formalism"].startswith("AAPM TG-43U1") and "water" in m["dose_model"]["formalism"]
     assert "not a TG-186" in m["heterogeneity"]["label"]
     assert m["heterogeneity"]["target"]["D90_Gy"] < m["target"]["D90_Gy"]
-    table = (demo_dir / "plan_table.csv").read_text()
-    assert "cement: " in table and "leak flags" in table and "PVP needle 1" in table
+    summary = (demo_dir / "plan_summary.txt").read_text()
+    assert "cement: " in summary and "leak flags" in summary and "PVP left needle" in summary
     html = (demo_dir / "report.html").read_text()
     assert "Vertebroplasty cement" in html and "Corrected (approximate)" in html
     assert html.count("3D ") >= 4  # the 3D views are embedded
@@ -78,7 +83,7 @@ def test_demo_plans_the_cement(demo_dir):
     rs = pydicom.dcmread(demo_dir / "dicom" / "RTSTRUCT.dcm")
     assert "cement" in [str(r.ROIName) for r in rs.StructureSetROISequence]
     plan = load_plan(demo_dir / "plan.json")
-    assert plan.cement["planned_mL"] == pytest.approx(c["recommended_mL"], abs=1e-3)
+    assert plan.cement.inputs["planned_mL"] == pytest.approx(c["recommended_mL"], abs=1e-3)
 
 
 def test_dose_recomputes_a_saved_plan(demo_dir, tmp_path):
@@ -87,10 +92,11 @@ def test_dose_recomputes_a_saved_plan(demo_dir, tmp_path):
     m_old = json.loads((demo_dir / "metrics.json").read_text())
     m_new = json.loads((tmp_path / "metrics.json").read_text())
     assert m_new["target"]["D90_Gy"] == pytest.approx(m_old["target"]["D90_Gy"], rel=1e-9)
-    # the cement is re-simulated from the plan file: same figures, same corrected dose
+    # the cement comes from the plan file: same figures, same corrected dose, the same metrics byte for byte
     assert m_new["cement"]["volume_mL"] == m_old["cement"]["volume_mL"]
     assert m_new["heterogeneity"]["target"]["D90_Gy"] == pytest.approx(m_old["heterogeneity"]["target"]["D90_Gy"],
                                                                        rel=1e-9)
+    assert (tmp_path / "metrics.json").read_bytes() == (demo_dir / "metrics.json").read_bytes()
 
 
 def test_plan_from_case_file(demo_dir, tmp_path):

@@ -9,45 +9,58 @@ as one line on stderr with exit code 2; nothing prints a traceback unless
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import SeedplanError
 
+log = logging.getLogger("seedplan")
 
-def _progress(message: str) -> None:
-    print(f"[seedplan] {message}", file=sys.stderr, flush=True)
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())
+        return f"[seedplan] {text}" if record.levelno < logging.WARNING else f"seedplan: warning: {text}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Progress on stderr, one line per message; Python warnings become one logged line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose or os.environ.get("SEEDPLAN_DEBUG") else logging.INFO)
+    log.propagate = False
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        log.warning("%s", message)
+
+    warnings.showwarning = show
 
 
 # --------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(
-        out_dir=Path(args.out),
-        level=args.level,
-        lesion_diameter_mm=args.lesion_diameter_mm,
-        lesion_type=args.lesion_type,
-        progress=_progress,
-    )
+    run_demo(out_dir=Path(args.out), level=args.level, lesion_diameter_mm=args.lesion_diameter_mm,
+             lesion_type=args.lesion_type)
     return 0
 
 
 # --------------------------------------------------------------------------- plan
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .io.case import load_case
-    from .io.plan_table import format_plan_table
+    from .io import format_plan_table, load_case
     from .outputs import write_plan_outputs
-    from .planning.planner import PlanningOptions, plan_case
+    from .planning import plan_case
 
-    _progress(f"loading case {args.case}")
+    log.info("loading case %s", args.case)
     case = load_case(args.case)
-    opts = PlanningOptions(**{k: v for k, v in case.planning.items()})
-    result = plan_case(case.ct, case.structures, case.prescription, options=opts,
-                       case_reference=case.reference, progress=_progress)
-    files = write_plan_outputs(result, Path(args.out), ct=case.ct, structures=case.structures, progress=_progress)
+    result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
+                       case_reference=case.reference)
+    files = write_plan_outputs(result, Path(args.out), ct=case.ct, structures=case.structures)
     print(format_plan_table(result.plan))
     for label, path in files.items():
         print(f"{label}: {path}")
@@ -56,31 +69,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- dose
 def _cmd_dose(args: argparse.Namespace) -> int:
+    from .errors import FileFormatError
     from .geometry import Grid
-    from .io.volumes import write_volume
+    from .io import load_plan_case, write_volume
     from .outputs import write_metrics
-    from .plan import load_plan, save_plan
-    from .planning.planner import compute_plan_dose, reevaluate_plan
+    from .plan import load_plan, plan_dose_grid, reevaluate_plan, save_plan
 
     plan = load_plan(args.plan)
     out = Path(args.out) if args.out else Path(args.plan).resolve().parent
-    case_file = plan.case.get("case_file")
-    structures = ct = None
-    if case_file and Path(case_file).exists():
-        from .io.case import load_case
-
-        case = load_case(case_file)
-        ct, reference, structures = case.ct, case.ct.grid, case.structures
+    try:
+        case = load_plan_case(plan)
+    except FileFormatError as exc:
+        case = None
+        log.warning("metrics not recomputed: %s", exc)
+    if case is not None:
+        reference = case.ct.grid
     else:
         lo = plan.positions_mm.min(axis=0) - 30.0
         hi = plan.positions_mm.max(axis=0) + 30.0
         reference = Grid.from_bounds(lo, hi, args.spacing_mm)
-    _progress(f"recomputing the dose of {plan.n_seeds} seeds ({plan.seed_model}, TG-43 {plan.formalism})")
-    grid, dose = compute_plan_dose(plan, reference, spacing_mm=args.spacing_mm)
+    log.info("recomputing the dose of %d seeds (%s, TG-43 %s)", plan.n_seeds, plan.seed_model.name, plan.formalism)
+    grid, dose = plan_dose_grid(plan, reference, spacing_mm=args.spacing_mm)
     path = write_volume(grid, dose, out / "dose.nrrd")
     print(f"dose: {path}  (max {dose.max():.1f} Gy on {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels)")
-    if structures is not None:
-        _ev, results = reevaluate_plan(plan, ct, structures)
+    if case is not None:
+        _ev, results = reevaluate_plan(plan, case.ct, case.structures)
         print(f"metrics: {write_metrics(results, out / 'metrics.json')}")
         t = results.get("target", {})
         if t:
@@ -92,9 +105,10 @@ def _cmd_dose(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ phantom
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from .imaging.phantom import export_phantom_case, make_spine_phantom
+    from .imaging.phantom import make_spine_phantom
+    from .io import write_phantom_case
 
-    _progress(f"building the spine phantom (level {args.level}, {args.spacing_mm} mm)")
+    log.info("building the spine phantom (level %s, %s mm)", args.level, args.spacing_mm)
     phantom = make_spine_phantom(
         level=args.level,
         spacing_mm=args.spacing_mm,
@@ -102,7 +116,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         lesion_type=args.lesion_type,
         include_thoracic=args.thoracic,
     )
-    written = export_phantom_case(phantom, Path(args.out), progress=_progress)
+    written = write_phantom_case(phantom, Path(args.out))
     for label, path in written.items():
         print(f"{label}: {path}")
     return 0
@@ -121,19 +135,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    import warnings
-
-    from .io.dicom_rt import export_plan_dicom
+    from .io.dicom import export_plan_dicom
     from .plan import load_plan
 
     plan = load_plan(args.plan)
-    _progress(f"exporting {args.plan} as DICOM RT ({args.bits}-bit dose)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        files = export_plan_dicom(plan, Path(args.out), bits=args.bits, dose_spacing_mm=args.dose_spacing_mm,
-                                  progress=_progress)
-    for w in caught:
-        print(f"seedplan export: warning: {w.message}", file=sys.stderr)
+    log.info("exporting %s as DICOM RT (%d-bit dose)", args.plan, args.bits)
+    files = export_plan_dicom(plan, Path(args.out), bits=args.bits, dose_spacing_mm=args.dose_spacing_mm)
     for label, path in files.items():
         print(f"{label}: {path}")
     return 0
@@ -148,10 +155,8 @@ def _has_display() -> bool:
 
 def _cmd_view(args: argparse.Namespace) -> int:
     from .errors import InputError
-    from .io.case import load_plan_case
-    from .plan import load_plan
-    from .planning.cement import CementPlan
-    from .planning.planner import compute_plan_dose
+    from .io import load_plan_case
+    from .plan import load_plan, plan_dose_grid, plan_structures
     from .viz.scene import VIEWS, render_views, show
 
     views = tuple(v.strip() for v in args.views.split(",") if v.strip())
@@ -160,20 +165,19 @@ def _cmd_view(args: argparse.Namespace) -> int:
         raise InputError(f"--views: unknown view(s) {bad or args.views!r}; choose from {', '.join(VIEWS)}")
     plan = load_plan(args.plan)
     case = load_plan_case(plan)
-    _progress(f"computing the dose of {plan.n_seeds} seeds")
-    grid, dose = compute_plan_dose(plan, case.ct.grid)
-    cement = None
-    if plan.cement:
-        cement = CementPlan.from_dict(plan.cement, case.ct, case.structures).structure(case.ct.grid)
+    log.info("computing the dose of %d seeds", plan.n_seeds)
+    grid, dose = plan_dose_grid(plan, case.ct.grid)
+    cement = None if plan.cement is None else plan.cement.structure()
+    structures = plan_structures(plan, case.structures)
     screenshots = args.screenshots or not _has_display()
     if not screenshots:
-        _progress("opening the 3D view (close the window to exit)")
-        show(plan, case.ct, case.structures, grid, dose, cement=cement)
+        log.info("opening the 3D view (close the window to exit)")
+        show(plan, case.ct, structures, grid, dose, cement=cement)
         return 0
     out = Path(args.out) if args.out else Path(args.plan).resolve().parent
     if not args.screenshots:
-        _progress("no display: writing screenshots instead of opening a window")
-    paths = render_views(plan, case.ct, case.structures, out, grid, dose, cement=cement, views=views)
+        log.info("no display: writing screenshots instead of opening a window")
+    paths = render_views(plan, case.ct, structures, out, grid, dose, cement=cement, views=views)
     for view, path in paths.items():
         print(f"{view}: {path}")
     return 0
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"seedplan {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print debug messages (step timings)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run the whole chain on the built-in spine phantom")
@@ -242,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seedplan`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -17,8 +17,8 @@ class InputError(SeedplanError, ValueError):
     """An argument has an invalid value (NaN, negative strength, bad shape...)."""
 
 
-class InputTypeError(SeedplanError, TypeError):
-    """An argument has the wrong type."""
+class InputTypeError(InputError, TypeError):
+    """An argument has the wrong type (an :class:`InputError` that is also a ``TypeError``)."""
 
 
 class SeedModelError(InputError):

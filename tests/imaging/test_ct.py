@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 from seedplan.errors import FileFormatError, GeometryError, InputError
 from seedplan.geometry import Grid
-from seedplan.imaging import CTImage, load_ct, write_ct_dicom_series, write_ct_image
+from seedplan.imaging import CTImage, load_ct, write_ct_image
+from seedplan.io.dicom import write_ct_dicom_series
 
 
 def test_phantom_dicom_round_trip(phantom2, tmp_path):

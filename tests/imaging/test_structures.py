@@ -23,10 +23,9 @@ from seedplan.imaging import (
     load_mask,
     load_rtstruct,
     rasterize_polygons,
-    write_ct_dicom_series,
     write_label_map,
-    write_rtstruct,
 )
+from seedplan.io.dicom import write_ct_dicom_series, write_rtstruct
 
 
 def _rtstruct(path, for_uid, series_uid, rois):

@@ -17,10 +17,10 @@ from seedplan.cli import main
 from seedplan.errors import FileFormatError, InputError
 from seedplan.geometry import Grid
 from seedplan.imaging.ct import CTImage
-from seedplan.imaging.phantom import export_phantom_case, make_spine_phantom
+from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.imaging.structures import load_rtstruct
-from seedplan.io.case import load_case, write_case_file
-from seedplan.io.dicom_rt import (
+from seedplan.io.case import load_case, write_phantom_case
+from seedplan.io.dicom import (
     RT_DOSE_STORAGE,
     RT_PLAN_STORAGE,
     RT_STRUCTURE_SET_STORAGE,
@@ -29,9 +29,7 @@ from seedplan.io.dicom_rt import (
     export_rtdose,
     export_rtplan,
 )
-from seedplan.plan import Plan, PlannedSeed, save_plan
-from seedplan.planning.needles import Needle
-from seedplan.planning.planner import compute_plan_dose
+from seedplan.plan import Needle, Plan, PlannedSeed, plan_dose_grid, save_plan
 from seedplan.sources import load_seed_model
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -60,13 +58,12 @@ def _make_plan(case, strengths=(0.8, 0.8, 0.8), with_case: bool = True) -> Plan:
         case=dict(case.reference) if with_case else {"name": "no case"},
         prescription=case.prescription,
         seed_model="6711",
-        seed_model_status="verified",
         formalism="2D",
         needles=tuple(needles),
         seeds=tuple(seeds),
         calibration_date="2026-11-01",
         implant_date="2026-11-21",
-        created="2026-11-22T00:00:00",
+        run={"created": "2026-11-22T00:00:00"},
     )
 
 
@@ -80,19 +77,18 @@ def _with_cement(plan: Plan, case) -> Plan:
     tip = np.asarray(vb.centroid_mm) + np.array([6.0, -4.0, 0.0])
     pvp = Needle(tuple(tip + np.array([20.0, 110.0, 0.0])), tuple(tip), kind="pvp", label="left")
     cement = plan_cement(case.ct, vb, [tip], volume_mL=2.0)
-    return dataclasses.replace(plan, pvp_needles=(pvp,), cement=cement.to_dict())
+    return dataclasses.replace(plan, pvp_needles=(pvp,), cement=cement.as_plan_cement(case.ct.grid))
 
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     """A 3 mm phantom case, a hand-made plan, its dose and the exported RT objects."""
     tmp = tmp_path_factory.mktemp("dicom_rt")
-    written = export_phantom_case(make_spine_phantom(spacing_mm=3.0), tmp / "case")
-    case_file = write_case_file(tmp / "case" / "case.json", ct=str(written["ct"]), rtstruct=str(written["rtstruct"]))
-    case = load_case(case_file)
+    written = write_phantom_case(make_spine_phantom(spacing_mm=3.0), tmp / "case")
+    case = load_case(written["case"])
     plan = _with_cement(_make_plan(case), case)
     plan_json = save_plan(plan, tmp / "plan.json")
-    grid, dose = compute_plan_dose(plan, case.ct.grid, spacing_mm=2.0, margin_mm=15.0)
+    grid, dose = plan_dose_grid(plan, case.ct.grid, spacing_mm=2.0, margin_mm=15.0)
     with warnings.catch_warnings(record=True) as caught:  # pydicom warns about invalid values (VR lengths...)
         warnings.simplefilter("always")
         files = export_plan_dicom(plan, tmp / "rt", dose=(grid, dose))
@@ -400,11 +396,8 @@ def test_rtstruct_needles_seeds_and_case_structures(rt):
     assert all(f"'{n}'" in skipped for n in ("needle_N1", "needle_N2", "needle_N3", "seeds", "pvp_needle_left"))
     for name in ("target", "spinal_canal"):
         np.testing.assert_array_equal(back[name].mask, rt["case"].structures[name].mask)
-    # the cement ROI is the plan's simulated cement (re-simulated on export), 2 mL
-    from seedplan.planning.cement import CementPlan
-
-    cement = CementPlan.from_dict(plan.cement, rt["case"].ct, rt["case"].structures)
-    np.testing.assert_array_equal(back["cement"].mask, cement.result.mask)
+    # the cement ROI is the plan's stored cement, 2 mL
+    np.testing.assert_array_equal(back["cement"].mask, plan.cement.mask)
     assert back["cement"].volume_cm3 == pytest.approx(2.0, abs=0.03)
 
 

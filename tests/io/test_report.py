@@ -16,7 +16,7 @@ from seedplan.io.report import report_html, write_plan_report, write_report
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     from seedplan.imaging.phantom import make_spine_phantom
-    from seedplan.planning.planner import plan_case
+    from seedplan.planning import plan_case
 
     ph = make_spine_phantom(spacing_mm=2.0)
     res = plan_case(ph.ct, ph.structures, case_reference={"name": "phantom <L3> & co"})
@@ -95,7 +95,7 @@ def test_report_content(planned):
     assert "phantom &lt;L3&gt; &amp; co" in text and "<L3>" not in text  # escaped case name
     assert "seedplan 0.1.0" in text or "seedplan " in text
     assert "TG-43U1 2D, dose to water in water" in text and "T½/ln 2" in text
-    assert f"<strong>{plan.seed_model}</strong>" in text and "Rivard" in text
+    assert f"<strong>{plan.seed_model.name}</strong>" in text and "Rivard" in text
     assert 'class="alert unverified"' not in text  # 6711 is verified
     assert "research use" in text.lower() and "physicist" in text
     # one table row per seed, with its position and activity
@@ -139,15 +139,18 @@ def test_badges_follow_goals(planned):
 
 def test_unverified_seed_model_warning(planned, tmp_path):
     plan = planned[1].plan
-    bad = dataclasses.replace(plan, seed_model="6733", seed_model_status="UNVERIFIED")
+    bad = dataclasses.replace(plan, seed_model="6733")  # the status comes with the model's dataset
     out = write_report(bad, tmp_path / "r.html")
     text = out.read_text(encoding="utf-8")
     assert 'class="alert unverified"' in text
     assert "UNVERIFIED seed model: 6733" in text
     assert "<strong>6733</strong> (UNVERIFIED)" in text
-    # a model whose dataset is unverified is flagged even if the plan says otherwise
-    text2 = report_html(dataclasses.replace(plan, seed_model="6733"))
-    assert 'class="alert unverified"' in text2
+    # the plan carries the dataset: an unverified user model is flagged too
+    from seedplan.sources import load_seed_model
+
+    mine = dataclasses.replace(load_seed_model("6711"), name="MySeed", verified=False)
+    text2 = report_html(dataclasses.replace(plan, seed_model=mine))
+    assert 'class="alert unverified"' in text2 and "UNVERIFIED seed model: MySeed" in text2
 
 
 def test_write_report_accepts_result_and_extra_images(planned, tmp_path):

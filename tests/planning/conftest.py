@@ -3,7 +3,7 @@
 import pytest
 
 from seedplan.imaging.phantom import make_spine_phantom
-from seedplan.planning.planner import plan_case
+from seedplan.planning import plan_case
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import seedplan
 from seedplan.errors import GeometryError, PlanningError
 from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.imaging.structures import Role, Structure
-from seedplan.planning.planner import plan_case
-from seedplan.planning.prescription import Prescription
+from seedplan.planning import plan_case
+from seedplan.plan import Prescription
 
 
 def test_coverage_goals(result):
@@ -120,7 +120,7 @@ def test_unreachable_goal_reports_best_plan(phantom):
 
 def test_activity_ordered_at_calibration_covers_at_implant(phantom):
     """Seeds calibrated 10 days before the implant have decayed 11 %: the plan must still cover the target."""
-    from seedplan.planning.planner import PlanningOptions
+    from seedplan.planning import PlanningOptions
 
     r = plan_case(phantom.ct, phantom.structures, options=PlanningOptions(
         calibration_date="2026-10-21", implant_date="2026-10-31", heterogeneity=False))
@@ -150,7 +150,7 @@ def test_near_matches_the_whole_grid_distance_transform():
 
 def test_hot_spot_goals_met_at_l5():
     """L5: the coverage-first search stalls at V150 70.0 / V200 41.1; trading coverage for hot spots meets all goals."""
-    from seedplan.planning.planner import PlanningOptions
+    from seedplan.planning import PlanningOptions
 
     ph = make_spine_phantom(level="L5", lesion_diameter_mm=30.0, lesion_type="lytic")
     r = plan_case(ph.ct, ph.structures, options=PlanningOptions(heterogeneity=False))

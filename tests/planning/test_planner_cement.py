@@ -6,8 +6,9 @@ import pytest
 from seedplan.errors import InputError, PlanningError
 from seedplan.imaging.structures import Role, StructureSet
 from seedplan.plan import load_plan, save_plan
-from seedplan.planning.cement import CementPlan, cement_excludes_slots
-from seedplan.planning.planner import PlanningOptions, plan_case, reevaluate_plan
+from seedplan.plan import reevaluate_plan
+from seedplan.planning import PlanningOptions, plan_case
+from seedplan.planning.cement import cement_excludes_slots
 
 
 def test_cement_is_planned_with_the_combined_model(result):
@@ -60,20 +61,31 @@ def test_corrected_dose_reported_beside_tg43(result):
         assert o["D0.1cc_Gy"] <= r["oars"][name]["D0.1cc_Gy"] * 1.001
 
 
-def test_plan_file_rebuilds_the_same_cement(result, phantom, tmp_path):
+def test_plan_file_stores_the_cement_and_reloading_never_simulates(result, phantom, tmp_path, monkeypatch):
+    import json
+
+    import seedplan.planning.cement as cement_module
+    from seedplan.errors import FileFormatError
+    from seedplan.outputs import metrics_json
+
     path = save_plan(result.plan, tmp_path / "plan.json")
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("a saved plan must not re-simulate its cement")
+
+    monkeypatch.setattr(cement_module, "simulate_cement", no_simulation)
     plan = load_plan(path)
-    again = CementPlan.from_dict(plan.cement, phantom.ct, phantom.structures)
-    assert np.array_equal(again.result.mask, result.cement.result.mask)
-    assert again.material == result.cement.material
+    assert np.array_equal(plan.cement.mask, result.cement.result.mask)
+    assert plan.cement.material == result.cement.material
     ev, res = reevaluate_plan(plan, phantom.ct, phantom.structures)
-    assert res["cement"]["volume_mL"] == result.plan.results["cement"]["volume_mL"]
-    assert res["heterogeneity"]["target"]["D90_Gy"] == pytest.approx(
-        result.plan.results["heterogeneity"]["target"]["D90_Gy"], rel=1e-9)
-    broken = dict(plan.cement)
-    del broken["tips_mm"]
-    with pytest.raises(InputError, match="cement.tips_mm"):
-        CementPlan.from_dict(broken, phantom.ct, phantom.structures)
+    # the re-evaluated metrics are the planned ones, byte for byte
+    assert metrics_json(res) == metrics_json(dict(result.plan.results))
+    # an altered mask is refused, with the JSON path
+    data = json.loads(path.read_text())
+    data["cement"]["mask"]["box_upper_zyx"][0] -= 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(FileFormatError, match="cement.mask"):
+        load_plan(path)
 
 
 def test_requested_volume_and_material(phantom):
@@ -83,7 +95,7 @@ def test_requested_volume_and_material(phantom):
     assert c.volume_source == "requested" and c.result.volume_mL == pytest.approx(2.5, abs=1e-3)
     assert not c.radiopaque and "heterogeneity" not in r.plan.results
     # pure PMMA is water-like for 125I: seeds are not kept out of it
-    assert r.plan.cement["material"]["radiopacifier"] == "none"
+    assert r.plan.cement.material.radiopacifier == "none" and not r.plan.cement.radiopaque
 
 
 def test_cement_bad_input(phantom):

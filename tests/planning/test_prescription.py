@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from seedplan.errors import InputError, InputTypeError
-from seedplan.planning.prescription import CITATIONS, GoalResult, Prescription
+from seedplan.plan import CITATIONS, GoalResult, Prescription
 
 
 def test_defaults_and_citations():

@@ -5,7 +5,15 @@ import pytest
 
 import seedplan
 from seedplan.errors import PlanningError
-from seedplan.planning.seeds import SeedGoals, optimise_seeds, plan_quality
+from seedplan.plan import Goal, Prescription
+from seedplan.planning.seeds import Aims, optimise_seeds, plan_quality
+
+
+def make_aims(v150=60.0, v200=30.0, cord=None):
+    """The goals of the old tests: D90 >= PD, V100 >= 95, V150/V200 limits and a cord D0.1cc limit."""
+    p = Prescription(v150_limit_pct=v150, v200_limit_pct=v200,
+                     oar_limits={} if cord is None else {"cord": {"D0.1cc_Gy": cord}})
+    return Aims.from_goals(p.goals("target", [("cord", "oars")] if cord is not None else []), p.dose_Gy)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +37,11 @@ def sphere_case():
 
 def test_meets_goals_with_few_seeds(sphere_case):
     A, w, Ac, wc, slots, conflicts = sphere_case
-    goals = SeedGoals(120.0, 120.0, 95.0, 60.0, 30.0, {"cord": 50.0})
+    goals = make_aims(cord=50.0)
     sol = optimise_seeds(A, w, goals, A_oars={"cord": Ac}, w_oars={"cord": wc}, conflicts=conflicts, rng=1)
     assert sol.goals_met, sol.failed_goals
     q = sol.quality
-    assert q["D90_Gy"] >= 120 and q["V100_pct"] >= 95 and q["V150_pct"] <= 60
+    assert q["target D90_Gy"] >= 120 and q["target V100_pct"] >= 95 and q["target V150_pct"] <= 60
     assert 0.3 <= sol.activity_mCi <= 1.0 and sol.strength_U == pytest.approx(sol.activity_mCi * 1.27)
     # conflicting slots (closer than 10 mm on one needle) are never both used
     chosen = set(sol.chosen)
@@ -42,6 +50,12 @@ def test_meets_goals_with_few_seeds(sphere_case):
     x = np.zeros(A.shape[1], bool)
     x[list(sol.chosen)] = True
     q2 = plan_quality(x, sol.strength_U, A, w, {"cord": Ac}, {"cord": wc}, goals)
+    # the optimiser's D90 and D0.1cc are the DVH's (one weighted-quantile definition)
+    from seedplan.evaluation import DVH
+
+    d = sol.strength_U * A[:, x].sum(axis=1)
+    assert q2["target D90_Gy"] == DVH.from_samples(d, w).D(90)
+    assert q2["cord D0.1cc_Gy"] == DVH.from_samples(sol.strength_U * Ac[:, x].sum(axis=1), wc).D_cc(0.1)
     assert q2 == pytest.approx(dict(q))
     # fewest seeds: every single removal breaks a goal
     from seedplan.planning.seeds import _failed
@@ -54,7 +68,7 @@ def test_meets_goals_with_few_seeds(sphere_case):
 
 def test_deterministic(sphere_case):
     A, w, Ac, wc, slots, conflicts = sphere_case
-    goals = SeedGoals(120.0, 120.0)
+    goals = make_aims()
     a = optimise_seeds(A, w, goals, conflicts=conflicts, rng=3, activities_mCi=[0.6])
     b = optimise_seeds(A, w, goals, conflicts=conflicts, rng=3, activities_mCi=[0.6])
     assert a.chosen == b.chosen and a.activity_mCi == b.activity_mCi == 0.6
@@ -62,7 +76,7 @@ def test_deterministic(sphere_case):
 
 def test_unreachable_goals_report_failures(sphere_case):
     A, w, Ac, wc, slots, conflicts = sphere_case
-    goals = SeedGoals(120.0, 120.0, 95.0, 60.0, 30.0, {"cord": 0.5})  # absurd cord limit
+    goals = make_aims(cord=0.5)  # absurd cord limit
     sol = optimise_seeds(A, w, goals, A_oars={"cord": Ac}, w_oars={"cord": wc}, conflicts=conflicts,
                          activities_mCi=[0.5, 0.8])
     assert not sol.goals_met
@@ -71,16 +85,28 @@ def test_unreachable_goals_report_failures(sphere_case):
 
 def test_no_slots():
     with pytest.raises(PlanningError, match="no candidate seed slots"):
-        optimise_seeds(np.zeros((10, 0)), np.ones(10), SeedGoals(120.0, 120.0))
+        optimise_seeds(np.zeros((10, 0)), np.ones(10), make_aims())
 
 
 def test_violation_sums_the_misses_in_points():
-    from seedplan.planning.seeds import SeedGoals, _violation
+    from seedplan.planning.seeds import _failed, _violation
 
-    goals = SeedGoals(prescription_Gy=120.0, d90_min_Gy=120.0, v100_min_pct=95.0, v150_max_pct=70.0,
-                      v200_max_pct=40.0, oar_d01cc_max_Gy={"cord": 50.0})
-    ok = {"D90_Gy": 130.0, "V100_pct": 96.0, "V150_pct": 60.0, "V200_pct": 30.0, "cord:D0.1cc_Gy": 40.0}
-    assert _violation(ok, goals) == 0.0
-    bad = {"D90_Gy": 108.0, "V100_pct": 94.0, "V150_pct": 71.0, "V200_pct": 42.0, "cord:D0.1cc_Gy": 55.0}
+    goals = make_aims(v150=70.0, v200=40.0, cord=50.0)
+    ok = {"target D90_Gy": 130.0, "target V100_pct": 96.0, "target V150_pct": 60.0, "target V200_pct": 30.0,
+          "cord D0.1cc_Gy": 40.0}
+    assert _violation(ok, goals) == 0.0 and _failed(ok, goals) == []
+    bad = {"target D90_Gy": 108.0, "target V100_pct": 94.0, "target V150_pct": 71.0, "target V200_pct": 42.0,
+           "cord D0.1cc_Gy": 55.0}
     # V100 1 + D90 10 % + V150 1 + V200 2 + cord 10 %
     assert _violation(bad, goals) == pytest.approx(24.0)
+    assert len(_failed(bad, goals)) == 5 and "cord D0.1cc_Gy 55.0 > 50" in _failed(bad, goals)
+
+
+def test_goal_records_as_volume_conditions():
+    """D90 >= L is "V(L) >= 90 %"; V150 <= 70 is "V(1.5 PD) <= 70 %"; D0.1cc is a hottest-volume dose."""
+    g = Prescription().goals("PTV", [("cord", "oars")])
+    assert [x.label for x in g] == ["PTV D90_Gy >= 120", "PTV V100_pct >= 95", "PTV V150_pct <= 70",
+                                    "PTV V200_pct <= 40", "cord D0.1cc_Gy <= 50"]
+    assert g[0].volume_condition(120.0) == (120.0, 90.0) and g[2].volume_condition(120.0) == (180.0, 70.0)
+    assert g[4].volume_condition(120.0) is None and g[4].hottest_volume_cm3() == 0.1
+    assert Goal("cord", "Dmax_Gy", "<=", 60.0, "oars").hottest_volume_cm3() == 0.0

@@ -13,8 +13,8 @@ from seedplan.geometry import Grid
 from seedplan.imaging.ct import CTImage
 from seedplan.imaging.structures import Structure, StructureSet
 from seedplan.plan import Plan, PlannedSeed
-from seedplan.planning.needles import Needle
-from seedplan.planning.prescription import Prescription
+from seedplan.plan import Needle
+from seedplan.plan import Prescription
 from seedplan.viz.scene import (
     CAMERAS,
     DEFAULT_VIEWS,
@@ -85,7 +85,7 @@ def _overlay_mask(pl, shape) -> np.ndarray:
 # ------------------------------------------------------------------ synthetic case
 def _plan(needles, seeds, pvp=()) -> Plan:
     return Plan(case={"name": "synthetic"}, prescription=Prescription(), seed_model="6711",
-                seed_model_status="verified", formalism="2D", needles=tuple(needles), seeds=tuple(seeds),
+                formalism="2D", needles=tuple(needles), seeds=tuple(seeds),
                 calibration_date="2026-01-01", implant_date="2026-01-01", pvp_needles=tuple(pvp))
 
 

@@ -175,7 +175,7 @@ def test_isodose_resampled_in_world_coordinates(tmp_path, rotated):
 @pytest.fixture(scope="module")
 def planned():
     from seedplan.imaging.phantom import make_spine_phantom
-    from seedplan.planning.planner import plan_case
+    from seedplan.planning import plan_case
 
     ph = make_spine_phantom(spacing_mm=2.0)
     return ph, plan_case(ph.ct, ph.structures)

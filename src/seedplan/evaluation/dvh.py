@@ -25,10 +25,28 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["DVH"]
+__all__ = ["DVH", "dose_covering"]
 
 # relative tolerance when comparing cumulative volumes with a requested volume
 _RTOL = 1e-9
+
+
+def _dose_reaching(dose_desc: np.ndarray, cum_volume: np.ndarray, volume: float) -> float:
+    """The dose of the sample at which the hottest-first cumulative volume reaches ``volume``."""
+    idx = int(np.searchsorted(cum_volume, volume * (1.0 - _RTOL), side="left"))
+    return float(dose_desc[min(idx, dose_desc.size - 1)])
+
+
+def dose_covering(dose_Gy: np.ndarray, weights: np.ndarray, volume: float) -> float:
+    """Minimum dose to the hottest ``volume`` of a set of weighted samples (the statistic behind D_x and D_cc).
+
+    The largest dose D such that the samples with dose >= D weigh at least
+    ``volume`` (same unit as ``weights``); the smallest dose when ``volume``
+    exceeds the total.  :class:`DVH` and the seed optimiser both use it, so
+    D90 and D0.1cc have one definition.
+    """
+    order = np.argsort(-dose_Gy, kind="stable")
+    return _dose_reaching(dose_Gy[order], np.cumsum(weights[order]), volume)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -139,8 +157,7 @@ class DVH:
 
     # ----------------------------------------------------------------- Dx, Vx
     def _dose_at_volume(self, v_cm3: float) -> float:
-        idx = int(np.searchsorted(self.cum_volume_cm3, v_cm3 * (1.0 - _RTOL), side="left"))
-        return float(self.dose_Gy[min(idx, self.n_samples - 1)])
+        return _dose_reaching(self.dose_Gy, self.cum_volume_cm3, v_cm3)
 
     def D(self, percent: float) -> float:
         """Dose covering ``percent`` % of the volume (largest D with V{>=D} >= percent %).

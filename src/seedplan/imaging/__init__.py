@@ -1,9 +1,11 @@
-"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation and the spine phantom."""
+"""seedplan.imaging: the CT, structures (label maps, masks, RTSTRUCT), segmentation and the spine phantom.
+
+DICOM writers live in :mod:`seedplan.io.dicom`."""
 
 from __future__ import annotations
 
-from .ct import CTImage, deterministic_uid, load_ct, write_ct_dicom_series, write_ct_image
-from .phantom import LEVELS, SpinePhantom, export_phantom_case, make_spine_phantom, vertebra_dimensions
+from .ct import CTImage, deterministic_uid, load_ct, write_ct_image
+from .phantom import LEVELS, SpinePhantom, make_spine_phantom, vertebra_dimensions
 from .segmentation import bone_masks, connected_components, dice, spinal_canal, vertebral_body_near
 from .structures import (
     Role,
@@ -16,13 +18,11 @@ from .structures import (
     load_rtstruct,
     rasterize_polygons,
     write_label_map,
-    write_rtstruct,
 )
 
 __all__ = [
     "CTImage",
     "load_ct",
-    "write_ct_dicom_series",
     "write_ct_image",
     "deterministic_uid",
     "Role",
@@ -33,7 +33,6 @@ __all__ = [
     "load_label_map",
     "load_mask",
     "load_rtstruct",
-    "write_rtstruct",
     "write_label_map",
     "rasterize_polygons",
     "bone_masks",
@@ -43,7 +42,6 @@ __all__ = [
     "dice",
     "SpinePhantom",
     "make_spine_phantom",
-    "export_phantom_case",
     "vertebra_dimensions",
     "LEVELS",
 ]

@@ -7,12 +7,11 @@ HU arrays are indexed ``[z, y, x]`` (``[k, j, i]``) like every array on a
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from .._atomic import atomic_path
 from ..errors import FileFormatError, GeometryError, InputError
 from ..geometry import Grid
 
-__all__ = ["CTImage", "load_ct", "write_ct_image", "write_ct_dicom_series", "deterministic_uid"]
+__all__ = ["CTImage", "load_ct", "write_ct_image", "deterministic_uid"]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -51,6 +50,8 @@ class CTImage:
         SOPInstanceUID of each slice ``k`` (empty when unknown).
     patient_id : str, optional
         DICOM PatientID when known.
+    patient_position : str, optional
+        DICOM PatientPosition (``HFS``, ``HFP``, ``FFS``, ``FFP``...) when known.
     """
 
     grid: Grid
@@ -61,6 +62,7 @@ class CTImage:
     study_uid: str | None = None
     sop_instance_uids: tuple[str, ...] = field(default=(), repr=False)
     patient_id: str | None = None
+    patient_position: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid, Grid):
@@ -87,6 +89,17 @@ class CTImage:
     def to_sitk(self) -> Any:
         """The volume as a SimpleITK image with full geometry."""
         return self.grid.to_sitk(self.hu)
+
+    @property
+    def content_sha256(self) -> str:
+        """SHA-256 of the geometry and the HU values: what a plan checks its CT against."""
+        import hashlib
+
+        g = self.grid
+        h = hashlib.sha256(repr((g.origin_mm, g.spacing_mm, g.size, g.direction)).encode("ascii"))
+        h.update(str(self.hu.dtype).encode("ascii"))
+        h.update(np.ascontiguousarray(self.hu).tobytes())
+        return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -356,6 +369,7 @@ def _assemble_series(folder: Path, uid: str, files: list[tuple[Path, Any]]) -> C
         if all("SOPInstanceUID" in ds for _, ds in files)
         else (),
         patient_id=str(getattr(ds0, "PatientID", "") or "") or None,
+        patient_position=str(getattr(ds0, "PatientPosition", "") or "").strip().upper() or None,
     )
 
 
@@ -403,180 +417,3 @@ def write_ct_image(ct: CTImage, path: str | os.PathLike[str]) -> Path:
         except RuntimeError as exc:
             raise FileFormatError(f"cannot write {p}: {str(exc).strip().splitlines()[-1]}") from None
     return p
-
-
-def write_ct_dicom_series(
-    ct: CTImage,
-    folder: str | os.PathLike[str],
-    *,
-    patient_id: str = "SEEDPLAN-PHANTOM",
-    patient_name: str = "Seedplan^Phantom",
-    series_description: str | None = None,
-    study_description: str = "seedplan",
-    series_number: int = 1,
-    uid_seed: Any = None,
-    overwrite: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> CTImage:
-    """Write ``ct`` as a DICOM CT series, one file per slice (``CT_0001.dcm`` ...).
-
-    Parameters
-    ----------
-    ct : CTImage
-        Volume to write.  Oblique and flipped directions are kept exactly
-        (ImageOrientationPatient/ImagePositionPatient per slice).
-    folder : path-like
-        Output folder, created if needed.
-    patient_id, patient_name, series_description, study_description, series_number
-        DICOM identification attributes.
-    uid_seed : any, optional
-        When given, every UID (study, series, frame of reference, SOP
-        instances) is derived deterministically from it; otherwise the UIDs
-        already on ``ct`` are reused and missing ones are random (give a CT
-        without UIDs, or a seed, to create a genuinely new series).
-    overwrite : bool
-        When False, refuse to write into a folder that already holds
-        ``.dcm`` files.  When True (default), ``CT_*.dcm`` files left from a
-        previous series are removed after the new series is in place.
-    progress : callable, optional
-        Receives short progress messages.
-
-    Returns
-    -------
-    CTImage
-        ``ct`` with the UIDs of the written series (``series_uid``,
-        ``frame_of_reference_uid``, ``study_uid``, ``sop_instance_uids``).
-
-    Notes
-    -----
-    HU are stored as signed 16-bit integers with RescaleSlope 1 and
-    RescaleIntercept 0 when they fit (rounded to 1 HU); otherwise a slope is
-    chosen so the range fits.
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
-
-    out = Path(folder)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"DICOM output folder {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    old = sorted(out.glob("*.dcm"))
-    if old and not overwrite:
-        raise InputError(f"{out} already holds {len(old)} .dcm files; pass overwrite=True or use an empty folder")
-
-    grid = ct.grid
-    nx, ny, nz = grid.size
-
-    def uid(kind: str, existing: str | None) -> str:
-        if uid_seed is not None:
-            return deterministic_uid("seedplan", uid_seed, kind)
-        return existing or str(generate_uid())
-
-    study_uid = uid("study", ct.study_uid)
-    series_uid = uid("series", ct.series_uid if uid_seed is None and ct.series_uid else None)
-    for_uid = uid("for", ct.frame_of_reference_uid)
-    if uid_seed is not None:
-        sop_uids = tuple(deterministic_uid("seedplan", uid_seed, "sop", k) for k in range(nz))
-    elif len(ct.sop_instance_uids) == nz:
-        sop_uids = ct.sop_instance_uids
-    else:
-        sop_uids = tuple(str(generate_uid()) for _ in range(nz))
-
-    hu = np.asarray(ct.hu, dtype=np.float64)
-    lo, hi = float(hu.min()), float(hu.max())
-    if lo >= -32768 and hi <= 32767:
-        slope, intercept = 1.0, 0.0
-    else:
-        intercept = (lo + hi) / 2.0
-        slope = max((hi - lo) / 65000.0, 1e-6)
-    stored = np.clip(np.round((hu - intercept) / slope), -32768, 32767).astype(np.int16)
-
-    dmat = grid.direction_matrix
-    row_dir, col_dir = dmat[:, 0], dmat[:, 1]
-    sp = grid.spacing
-    date = "20260101" if (uid_seed is not None or ct.sop_instance_uids) else _dt.date.today().strftime("%Y%m%d")
-    desc = series_description if series_description is not None else (ct.description or "seedplan CT")
-
-    def ds_str(v: float) -> str:
-        s = f"{v:.6f}".rstrip("0").rstrip(".")
-        return s if s not in ("-0", "") else "0"
-
-    written: list[Path] = []
-    for k in range(nz):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uids[k]
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uids[k]
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-        ds.AccessionNumber = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "seedplan"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = study_description
-        ds.SeriesDescription = desc[:64]
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = int(series_number)
-        ds.InstanceNumber = k + 1
-        ds.AcquisitionNumber = 1
-        ds.FrameOfReferenceUID = for_uid
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = "HFS"
-        ipp = grid.index_to_world((0.0, 0.0, float(k)))
-        ds.ImagePositionPatient = [ds_str(v) for v in ipp]
-        ds.ImageOrientationPatient = [ds_str(v) for v in np.concatenate([row_dir, col_dir])]
-        ds.SliceLocation = ds_str(float(ipp @ np.cross(row_dir, col_dir)))
-        ds.SliceThickness = ds_str(sp[2])
-        ds.SpacingBetweenSlices = ds_str(sp[2])
-        ds.PixelSpacing = [ds_str(sp[1]), ds_str(sp[0])]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ny
-        ds.Columns = nx
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = ds_str(intercept)
-        ds.RescaleSlope = ds_str(slope)
-        ds.RescaleType = "HU"
-        ds.KVP = "120"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-        ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
-        path = out / f"CT_{k + 1:04d}.dcm"
-        with atomic_path(path) as tmp:
-            try:
-                ds.save_as(tmp, enforce_file_format=True)
-            except Exception as exc:  # noqa: BLE001
-                raise FileFormatError(f"cannot write DICOM slice {path}: {exc}") from None
-        written.append(path)
-        if progress is not None and (k + 1) % 50 == 0:
-            progress(f"wrote {k + 1}/{nz} CT slices")
-    keep = set(written)
-    for f in old:
-        if f not in keep and f.name.startswith("CT_"):
-            f.unlink(missing_ok=True)
-    return replace(
-        ct,
-        series_uid=series_uid,
-        frame_of_reference_uid=for_uid,
-        study_uid=study_uid,
-        sop_instance_uids=sop_uids,
-        patient_id=patient_id,
-        description=desc,
-    )
-

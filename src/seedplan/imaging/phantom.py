@@ -46,21 +46,18 @@ The phantom is a geometric teaching/testing object, not an anatomical atlas.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..geometry import Grid
-from .ct import CTImage, deterministic_uid, write_ct_dicom_series
-from .structures import Role, Structure, StructureSet, write_label_map, write_rtstruct
+from .ct import CTImage, deterministic_uid
+from .structures import Role, Structure, StructureSet
 
-__all__ = ["SpinePhantom", "make_spine_phantom", "export_phantom_case", "LEVELS", "vertebra_dimensions"]
+__all__ = ["SpinePhantom", "make_spine_phantom", "LEVELS", "vertebra_dimensions"]
 
 
 @dataclass(frozen=True)
@@ -618,58 +615,3 @@ def make_spine_phantom(
         posterior_breach=bool(posterior_breach),
         seed=int(seed),
     )
-
-
-def export_phantom_case(
-    phantom: SpinePhantom,
-    out_dir: str | os.PathLike[str],
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Path]:
-    """Write the phantom as a planning case.
-
-    Writes ``OUT/ct/`` (DICOM CT series), ``OUT/rtstruct.dcm`` (referencing
-    that series), ``OUT/labels.nii.gz`` + ``OUT/labels.json`` (legend) and
-    ``OUT/phantom.json`` (lesion parameters).  Every file is written
-    atomically.
-
-    Returns
-    -------
-    dict
-        ``{"ct": folder, "rtstruct": file, "labels": file, "legend": file,
-        "info": file}``.
-    """
-    from .._atomic import write_text_atomic
-
-    if not isinstance(phantom, SpinePhantom):
-        raise InputError(f"export_phantom_case needs a SpinePhantom, got {type(phantom).__name__}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    say = progress or (lambda _m: None)
-    say(f"writing {phantom.ct.grid.size[2]} DICOM CT slices to {out / 'ct'}")
-    ct = write_ct_dicom_series(
-        phantom.ct,
-        out / "ct",
-        series_description=phantom.ct.description,
-        study_description="seedplan spine phantom",
-        progress=progress,
-    )
-    say(f"writing RTSTRUCT with {len(phantom.structures)} structures")
-    rt = write_rtstruct(
-        phantom.structures, ct, out / "rtstruct.dcm", label="phantom", uid_seed=ct.series_uid
-    )
-    say("writing label map")
-    lab, legend = write_label_map(phantom.structures, out / "labels.nii.gz", legend_path=out / "labels.json")
-    info = {
-        "level": phantom.level,
-        "lesion_type": phantom.lesion_type,
-        "lesion_diameter_mm": phantom.lesion_diameter_mm,
-        "lesion_center_mm": list(phantom.lesion_center_mm),
-        "posterior_breach": phantom.posterior_breach,
-        "spacing_mm": list(phantom.ct.grid.spacing_mm),
-        "series_instance_uid": ct.series_uid,
-        "frame_of_reference_uid": ct.frame_of_reference_uid,
-        "volumes_cm3": {n: round(s.volume_cm3, 4) for n, s in phantom.structures.items()},
-    }
-    info_path = write_text_atomic(out / "phantom.json", json.dumps(info, indent=2) + "\n")
-    return {"ct": out / "ct", "rtstruct": rt, "labels": lab, "legend": legend, "info": info_path}

@@ -9,7 +9,6 @@ RTSTRUCT referencing a CT series and an exact label map with a JSON legend.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import numpy as np
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import FileFormatError, GeometryError, InputError
 from ..geometry import Grid
-from .ct import CTImage, deterministic_uid
+from .ct import CTImage
 
 __all__ = [
     "Role",
@@ -36,14 +35,11 @@ __all__ = [
     "load_label_map",
     "load_mask",
     "load_rtstruct",
-    "write_rtstruct",
     "write_label_map",
     "rasterize_polygons",
 ]
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-_STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 
 
 class Role(str, Enum):
@@ -857,236 +853,6 @@ def load_rtstruct(
 
 
 # ============================================================================= writers
-_DEFAULT_COLORS = {
-    Role.TARGET: (255, 0, 0),
-    Role.VERTEBRAL_BODY: (255, 200, 0),
-    Role.OAR: (0, 170, 255),
-    Role.CANAL: (255, 255, 0),
-    Role.PEDICLE: (255, 160, 60),
-    Role.AVOIDANCE: (255, 0, 255),
-    Role.BODY: (0, 255, 0),
-    Role.BONE: (230, 230, 200),
-}
-_ROLE_TO_INTERPRETED = {
-    Role.TARGET: "GTV",
-    Role.VERTEBRAL_BODY: "ORGAN",
-    Role.OAR: "ORGAN",
-    Role.CANAL: "ORGAN",
-    Role.PEDICLE: "ORGAN",
-    Role.AVOIDANCE: "AVOIDANCE",
-    Role.BODY: "EXTERNAL",
-    Role.BONE: "ORGAN",
-}
-
-
-def _slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
-    """Closed marching-squares contours (level 0.5) of a 2D mask, as (i, j) indices."""
-    import contourpy
-
-    padded = np.zeros((mask2d.shape[0] + 2, mask2d.shape[1] + 2), dtype=np.float64)
-    padded[1:-1, 1:-1] = mask2d
-    gen = contourpy.contour_generator(z=padded, line_type="Separate", corner_mask=False)
-    lines = gen.lines(0.5)
-    out = []
-    for ln in lines:
-        pts = np.asarray(ln, dtype=float) - 1.0  # undo padding; contourpy gives (x=i, y=j)
-        if pts.shape[0] >= 2 and np.allclose(pts[0], pts[-1]):
-            pts = pts[:-1]
-        if pts.shape[0] >= 3:
-            # drop vertices in the middle of straight runs (same polygon, fewer points)
-            prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
-            d1, d2 = pts - prev, nxt - pts
-            cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-            straight = (np.abs(cross) < 1e-9) & (np.sum(d1 * d2, axis=1) > 0)
-            if np.count_nonzero(~straight) >= 3:
-                pts = pts[~straight]
-            out.append(pts)
-    return out
-
-
-def _raw_ds(tag: int, values: list[str]) -> Any:
-    """A DS multi-value element stored raw (pydicom validates each value slowly otherwise)."""
-    from pydicom.dataelem import RawDataElement
-    from pydicom.tag import Tag
-
-    data = "\\".join(values).encode("ascii")
-    if len(data) % 2:
-        data += b" "
-    return RawDataElement(Tag(tag), "DS", len(data), data, 0, False, True)
-
-
-def write_rtstruct(
-    structures: StructureSet | Iterable[Structure],
-    ct: CTImage,
-    path: str | os.PathLike[str],
-    *,
-    referenced_series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    study_uid: str | None = None,
-    label: str = "seedplan",
-    uid_seed: Any = None,
-    colors: Mapping[str, tuple[int, int, int]] | None = None,
-) -> Path:
-    """Write structures as a DICOM RTSTRUCT referencing the CT series.
-
-    Contours are marching-squares iso-lines (level 0.5) of each slice of
-    each mask, so rasterising them back (voxel centre inside polygon) gives
-    the same mask.
-
-    Parameters
-    ----------
-    structures : StructureSet or iterable of Structure
-        Structures on the CT grid.
-    ct : CTImage
-        The referenced CT (usually as returned by
-        :func:`~seedplan.imaging.ct.write_ct_dicom_series` or :func:`load_ct`).
-    path : path-like
-        Output file (written atomically).
-    referenced_series_uid, frame_of_reference_uid, study_uid : str, optional
-        Override the CT's UIDs.
-    label : str
-        StructureSetLabel.
-    uid_seed : any, optional
-        Derive the RTSTRUCT's SOPInstanceUID/SeriesInstanceUID from it.
-    colors : mapping name -> (r, g, b), optional
-        Display colours.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
-
-    structs = list(structures.values()) if isinstance(structures, StructureSet) else list(structures)
-    series_uid = referenced_series_uid or ct.series_uid
-    for_uid = frame_of_reference_uid or ct.frame_of_reference_uid
-    st_uid = study_uid or ct.study_uid
-    missing = [n for n, v in (("series", series_uid), ("frame of reference", for_uid)) if not v]
-    if missing:
-        raise InputError(
-            f"write_rtstruct({path}): the CT has no {' / '.join(missing)} UID; write it with "
-            "write_ct_dicom_series() first (it returns the CT with its UIDs) or pass the UIDs explicitly"
-        )
-    if st_uid is None:
-        st_uid = deterministic_uid("seedplan", "study-of", series_uid)
-    grid = ct.grid
-    for s in structs:
-        if not s.grid.same_geometry(grid):
-            raise GeometryError(
-                f"structure {s.name!r} is not on the CT grid ({_describe(s.grid)} vs {_describe(grid)}); "
-                "resample it with Structure.resampled(ct.grid) first"
-            )
-    sop_uid = deterministic_uid("seedplan", uid_seed, "rtstruct") if uid_seed is not None else str(generate_uid())
-    rt_series = deterministic_uid("seedplan", uid_seed, "rtseries") if uid_seed is not None else str(generate_uid())
-    now = _dt.datetime.now()
-    date = "20260101" if uid_seed is not None else now.strftime("%Y%m%d")
-    time = "120000" if uid_seed is not None else now.strftime("%H%M%S")
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.StructureSetDate = date
-    ds.StudyTime = ds.SeriesTime = ds.StructureSetTime = time
-    ds.AccessionNumber = ""
-    ds.Modality = "RTSTRUCT"
-    ds.Manufacturer = "seedplan"
-    ds.ReferringPhysicianName = ""
-    ds.OperatorsName = ""
-    ds.PatientName = "Seedplan^Phantom" if ct.patient_id is None else str(ct.patient_id)
-    ds.PatientID = ct.patient_id or "SEEDPLAN"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.StudyInstanceUID = st_uid
-    ds.SeriesInstanceUID = rt_series
-    ds.StudyID = "1"
-    ds.SeriesNumber = 100
-    ds.InstanceNumber = 1
-    ds.StructureSetLabel = label[:16]
-    ds.StructureSetName = label[:64]
-
-    contour_images = Sequence()
-    for u in ct.sop_instance_uids:
-        ci = Dataset()
-        ci.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-        ci.ReferencedSOPInstanceUID = u
-        contour_images.append(ci)
-    se = Dataset()
-    se.SeriesInstanceUID = series_uid
-    se.ContourImageSequence = contour_images
-    st = Dataset()
-    st.ReferencedSOPClassUID = _STUDY_COMPONENT_SOP_CLASS
-    st.ReferencedSOPInstanceUID = st_uid
-    st.RTReferencedSeriesSequence = Sequence([se])
-    fr = Dataset()
-    fr.FrameOfReferenceUID = for_uid
-    fr.RTReferencedStudySequence = Sequence([st])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([fr])
-
-    def fmt(v: float) -> str:
-        s = f"{v:.3f}".rstrip("0").rstrip(".")
-        return "0" if s in ("-0", "") else s
-
-    roi_seq, contour_seq, obs_seq = Sequence(), Sequence(), Sequence()
-    for number, s in enumerate(structs, start=1):
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = for_uid
-        roi.ROIName = s.name[:64]
-        if s.derived:  # LO: at most 64 characters
-            roi.ROIDescription = f"derived: {s.derived}"[:64]
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi_seq.append(roi)
-        rc = Dataset()
-        col = (colors or {}).get(s.name, _DEFAULT_COLORS[s.role])
-        rc.ROIDisplayColor = [int(c) for c in col]
-        rc.ReferencedROINumber = number
-        cseq = Sequence()
-        ks = np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]
-        for k in ks:
-            for poly in _slice_contours(s.mask[k]):
-                ijk = np.column_stack([poly, np.full(poly.shape[0], float(k))])
-                xyz = grid.index_to_world(ijk)
-                c = Dataset()
-                if ct.sop_instance_uids:
-                    ci = Dataset()
-                    ci.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-                    ci.ReferencedSOPInstanceUID = ct.sop_instance_uids[k]
-                    c.ContourImageSequence = Sequence([ci])
-                c.ContourGeometricType = "CLOSED_PLANAR"
-                c.NumberOfContourPoints = int(xyz.shape[0])
-                c[0x30060050] = _raw_ds(0x30060050, [fmt(v) for v in xyz.reshape(-1)])  # ContourData
-                cseq.append(c)
-        rc.ContourSequence = cseq
-        contour_seq.append(rc)
-        obs = Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.ROIObservationLabel = s.name[:16]
-        obs.RTROIInterpretedType = _ROLE_TO_INTERPRETED[s.role]
-        obs.ROIInterpreter = ""
-        obs_seq.append(obs)
-    ds.StructureSetROISequence = roi_seq
-    ds.ROIContourSequence = contour_seq
-    ds.RTROIObservationsSequence = obs_seq
-
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        try:
-            ds.save_as(tmp, enforce_file_format=True)
-        except Exception as exc:  # noqa: BLE001
-            raise FileFormatError(f"cannot write RTSTRUCT {out}: {exc}") from None
-    return out
-
-
 def write_label_map(
     structures: StructureSet | Iterable[Structure],
     path_nii_gz: str | os.PathLike[str],

@@ -10,7 +10,8 @@ Format (paths are relative to the case file)::
       "structures": {"rtstruct": "rtstruct.dcm"},   # or {"label_map": "labels.nii.gz", "legend": "labels.json"}
                                                     # or {"masks": [{"path": "gtv.nii.gz", "name": "target", "role": "target"}]}
       "roles": {"GTV": "target", "Cord": "oar"},    # optional: override roles guessed from names
-      "prescription": {"dose_Gy": 120},             # optional: any Prescription field
+      "prescription": {"dose_Gy": 120},             # optional: any Prescription field; "seed_model" may
+                                                    # name a seed model file (relative to the case file)
       "planning": {"needle_mode": "free", "formalism": "2D",
                    "calibration_date": "2026-11-20", "implant_date": "2026-11-21",
                    "pvp_approach": "transpedicular", "cement_model": "combined",
@@ -23,32 +24,39 @@ See ``examples/case_phantom.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._atomic import read_json
+from .._atomic import read_json, write_text_atomic
 from ..errors import FileFormatError, InputError
 from ..imaging.ct import CTImage, load_ct
 from ..imaging.structures import Role, StructureSet, load_label_map, load_mask, load_rtstruct
-from ..planning.prescription import Prescription
+from ..plan import PlanningOptions, Prescription
+from ..sources import load_seed_model
+
+log = logging.getLogger("seedplan")
 
 FORMAT = "seedplan-case/1"
 _KEYS = {"format", "name", "ct", "ct_series_uid", "structures", "roles", "prescription", "planning"}
-_PLANNING_KEYS = {"needle_mode", "formalism", "calibration_date", "implant_date", "dose_spacing_mm", "rng_seed",
-                  "pvp_approach", "pvp_bilateral", "cement", "cement_volume_mL", "cement_model", "cement_material",
-                  "cement_seed_margin_mm", "heterogeneity"}
+
+__all__ = ["Case", "load_case", "write_case_file", "load_plan_case", "write_phantom_case", "FORMAT"]
 
 
 @dataclass(frozen=True, eq=False)
 class Case:
-    """A loaded case: CT, structures, prescription and planning settings."""
+    """A loaded case: CT, structures, prescription and planning options.
+
+    ``reference`` is what a plan stores about its case: the name, the case
+    file and the CT (absolute paths), the CT's series UID and content hash.
+    """
 
     name: str
     ct: CTImage
     structures: StructureSet
     prescription: Prescription
-    planning: Mapping[str, Any] = field(default_factory=dict)
+    planning: PlanningOptions = field(default_factory=PlanningOptions)
     reference: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -62,8 +70,12 @@ def _path(base: Path, value: Any, key: str, source: Path) -> Path:
     return p
 
 
-def load_case(path: str | Path) -> Case:
-    """Read a case file and load its CT and structures (errors name the file and key)."""
+def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
+    """Read a case file and load its CT and structures (errors name the file and key).
+
+    ``seed_model_file=False`` skips loading a seed model file the prescription
+    names (a saved plan carries its own model and needs only the CT and structures).
+    """
     src = Path(path)
     data = read_json(src, "case file")
     if not isinstance(data, Mapping):
@@ -117,31 +129,32 @@ def load_case(path: str | Path) -> Case:
         presc = Prescription.from_dict(data.get("prescription") or {})
     except InputError as exc:
         raise FileFormatError(f"{src}: prescription: {exc}") from None
-    planning = data.get("planning") or {}
-    if not isinstance(planning, Mapping) or set(planning) - _PLANNING_KEYS:
-        raise FileFormatError(f"{src}: planning accepts only {sorted(_PLANNING_KEYS)}")
-    from ..planning.planner import PlanningOptions
-
+    if seed_model_file and presc.seed_model.lower().endswith(".json"):  # a seed model file, relative to the case
+        model_file = _path(base, presc.seed_model, "prescription.seed_model", src)
+        try:
+            load_seed_model(model_file)
+        except InputError as exc:
+            raise FileFormatError(f"{src}: prescription.seed_model: {exc}") from None
+        presc = replace(presc, seed_model=str(model_file.resolve()))
     try:
-        PlanningOptions(**planning)
-    except (InputError, TypeError) as exc:
-        raise FileFormatError(f"{src}: planning: {exc}") from None
+        planning = PlanningOptions.from_dict(data.get("planning") or {}, "planning")
+    except InputError as exc:
+        raise FileFormatError(f"{src}: {exc}") from None
     name = str(data.get("name") or src.stem)
     reference = {
         "name": name,
         "case_file": str(src.resolve()),
         "ct": str(ct_path.resolve()),
         "ct_series_uid": ct.series_uid,
+        "ct_sha256": ct.content_sha256,
     }
-    return Case(name, ct, structures, presc, dict(planning), reference)
+    return Case(name, ct, structures, presc, planning, reference)
 
 
 def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, label_map: str | None = None,
                     legend: str | None = None, name: str = "", prescription: Prescription | None = None,
-                    planning: Mapping[str, Any] | None = None) -> Path:
+                    planning: PlanningOptions | Mapping[str, Any] | None = None) -> Path:
     """Write a case file (paths are stored relative to the case file's folder when possible)."""
-    from .._atomic import write_text_atomic
-
     dest = Path(path)
 
     def rel(p: str) -> str:
@@ -160,24 +173,79 @@ def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, l
     if prescription is not None:
         data["prescription"] = prescription.to_dict()
     if planning:
-        data["planning"] = dict(planning)
+        data["planning"] = planning.to_dict() if isinstance(planning, PlanningOptions) else dict(planning)
     return write_text_atomic(dest, json.dumps(data, indent=1) + "\n")
 
 
 def load_plan_case(plan: Any) -> Case:
-    """The case a saved plan was made on (``plan.case["case_file"]``).
+    """The case a saved plan was made on, checked against the plan's CT reference.
 
     Raises
     ------
     InputError
         The plan has no case reference.
     FileFormatError
-        The case file is gone.
+        The case file is gone, or its CT is not the plan's CT (another series, or
+        the same series with other voxels).
     """
-    case_file = plan.case.get("case_file") if isinstance(plan.case, Mapping) else None
+    ref = plan.case if isinstance(plan.case, Mapping) else {}
+    case_file = ref.get("case_file")
     if not case_file:
         raise InputError("the plan has no case reference (case.case_file); its CT cannot be found")
     if not Path(str(case_file)).is_file():
         raise FileFormatError(f"the plan's case file {case_file} does not exist; the CT is needed "
-                              "(move the case back or re-plan)")
-    return load_case(case_file)
+                              "(keep the case folder beside the plan, or re-plan)")
+    case = load_case(case_file, seed_model_file=False)
+    expected = ref.get("ct_series_uid")
+    if expected and case.ct.series_uid != expected:
+        raise FileFormatError(f"{case_file}: its CT series {case.ct.series_uid} is not the plan's CT series {expected}")
+    digest = ref.get("ct_sha256")
+    if digest and case.ct.content_sha256 != digest:
+        raise FileFormatError(f"{case_file}: its CT {case.reference['ct']} no longer matches the plan (the voxels or "
+                              "the geometry changed since planning); restore the planning CT or re-plan")
+    return case
+
+
+def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
+    """Write a spine phantom as a planning case folder, with its case file.
+
+    Writes ``OUT/ct/`` (DICOM CT series), ``OUT/rtstruct.dcm`` (referencing
+    that series), ``OUT/labels.nii.gz`` + ``OUT/labels.json`` (legend),
+    ``OUT/phantom.json`` (lesion parameters) and ``OUT/case.json``.  Every
+    file is written atomically.
+
+    Returns
+    -------
+    dict
+        ``{"ct", "rtstruct", "labels", "legend", "info", "case"}`` paths.
+    """
+    from ..imaging.phantom import SpinePhantom
+    from ..imaging.structures import write_label_map
+    from .dicom import write_ct_dicom_series, write_rtstruct
+
+    if not isinstance(phantom, SpinePhantom):
+        raise InputError(f"write_phantom_case needs a SpinePhantom, got {type(phantom).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {out} exists and is not a folder")
+    log.info("writing %d DICOM CT slices to %s", phantom.ct.grid.size[2], out / "ct")
+    ct = write_ct_dicom_series(phantom.ct, out / "ct", series_description=phantom.ct.description,
+                               study_description="seedplan spine phantom")
+    log.info("writing RTSTRUCT with %d structures", len(phantom.structures))
+    rt = write_rtstruct(phantom.structures, ct, out / "rtstruct.dcm", label="phantom", uid_seed=ct.series_uid)
+    lab, legend = write_label_map(phantom.structures, out / "labels.nii.gz", legend_path=out / "labels.json")
+    info = {
+        "level": phantom.level,
+        "lesion_type": phantom.lesion_type,
+        "lesion_diameter_mm": phantom.lesion_diameter_mm,
+        "lesion_center_mm": list(phantom.lesion_center_mm),
+        "posterior_breach": phantom.posterior_breach,
+        "spacing_mm": list(phantom.ct.grid.spacing_mm),
+        "series_instance_uid": ct.series_uid,
+        "frame_of_reference_uid": ct.frame_of_reference_uid,
+        "volumes_cm3": {n: round(s.volume_cm3, 4) for n, s in phantom.structures.items()},
+    }
+    info_path = write_text_atomic(out / "phantom.json", json.dumps(info, indent=2) + "\n")
+    name = (f"seedplan spine phantom {phantom.level} {phantom.lesion_type} {phantom.lesion_diameter_mm:g} mm")
+    case = write_case_file(out / "case.json", ct=str(out / "ct"), rtstruct=str(rt), name=name)
+    return {"ct": out / "ct", "rtstruct": rt, "labels": lab, "legend": legend, "info": info_path, "case": case}

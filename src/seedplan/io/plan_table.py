@@ -1,12 +1,14 @@
 """The treatment plan table the surgeon follows in the CT room.
 
-One row per seed, grouped by needle: needle number, entry point (patient LPS
-mm), the needle's angles to the axial and sagittal planes, its insertion
-depth, and for each seed the retraction distance from the tip (retraction
-method: advance to the deepest position, release, withdraw by the listed
-distance, release the next seed ...), its position and activity.  The
-summary lines give the seed count, per-seed and total activity, and the
-plan metrics.
+One row per seed, grouped by needle: the needle's name (``N1``, ``N2``...,
+the same in every output), entry point (patient LPS mm), the needle's angles
+to the axial and sagittal planes, its insertion depth, and for each seed the
+retraction distance from the tip (retraction method: advance to the deepest
+position, release, withdraw by the listed distance, release the next seed
+...), its position and activity.  ``plan_table.csv`` holds these rows and
+nothing else; the summary lines (seed count, per-seed and total activity,
+the plan metrics, the vertebroplasty needles and cement) go with the
+fixed-width table into ``plan_summary.txt``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def plan_table_rows(plan: Plan) -> list[dict[str, Any]]:
             seed_no += 1
             rows.append(
                 {
-                    "needle": n,
+                    "needle": Plan.needle_name(n),
                     "entry_x_mm": round(float(e[0]), 1),
                     "entry_y_mm": round(float(e[1]), 1),
                     "entry_z_mm": round(float(e[2]), 1),
@@ -83,7 +85,7 @@ def summary_lines(plan: Plan) -> list[str]:
         if plan.seeds
         else "seeds: none",
         f"total activity: {plan.total_activity_mCi:.2f} mCi   needles: {len(plan.needles)}",
-        f"seed model: {plan.seed_model} ({plan.seed_model_status}), TG-43 {plan.formalism} dose to water, "
+        f"seed model: {plan.seed_model.name} ({plan.seed_model_status}), TG-43 {plan.formalism} dose to water, "
         f"permanent implant D = Ddot0 x T1/2 / ln 2",
         f"prescription: {plan.prescription.dose_Gy:g} Gy",
     ]
@@ -117,7 +119,7 @@ def summary_lines(plan: Plan) -> list[str]:
     for k, n in enumerate(plan.pvp_needles, start=1):
         e, t = n.entry, n.tip
         lines.append(
-            f"PVP needle {k}{' (' + n.label + ')' if n.label else ''}: entry ({e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}) mm, "
+            f"{Plan.pvp_needle_name(n, k)} needle: entry ({e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}) mm, "
             f"tip ({t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}) mm, depth {n.depth_mm:.1f} mm, "
             f"axial {n.angle_to_axial_deg:.1f} deg, sagittal {n.angle_to_sagittal_deg:.1f} deg"
         )
@@ -151,19 +153,21 @@ def format_plan_table(plan: Plan) -> str:
         shown = r if r[0] != prev else [""] * 5 + r[5:]
         prev = r[0]
         lines.append("  ".join(c.ljust(w) for c, w in zip(shown, widths)))
-    reasoning = ((plan.cement or {}).get("recommendation") or {}).get("reasoning") or []
+    reasoning = (plan.cement.inputs.get("recommendation") or {}).get("reasoning") or [] if plan.cement else []
     extra = ["", "cement volume recommendation:"] + [f"  {x}" for x in reasoning] if reasoning else []
     return "\n".join(lines + [""] + summary_lines(plan) + extra)
 
 
 def write_plan_table_csv(plan: Plan, path: str | Path) -> Path:
-    """Write the table (and the summary as comment-free trailing rows) as CSV, atomically."""
+    """Write the table as a plain CSV (a header and one row per seed), atomically."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in plan_table_rows(plan):
         w.writerow(row)
-    buf.write("\n")
-    for line in summary_lines(plan):
-        csv.writer(buf, lineterminator="\n").writerow([line])
     return write_text_atomic(path, buf.getvalue())
+
+
+def write_plan_summary(plan: Plan, path: str | Path) -> Path:
+    """Write the fixed-width table and the summary lines (:func:`format_plan_table`) as text, atomically."""
+    return write_text_atomic(path, format_plan_table(plan) + "\n")

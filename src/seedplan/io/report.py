@@ -129,26 +129,19 @@ def _seed_model_section(plan: Plan) -> str:
     out.append(f"<dt>Formalism</dt><dd>{_e(_FORMALISM.format(f=plan.formalism))}</dd>")
     if dm.get("formalism"):
         out.append(f"<dt>Dose model</dt><dd>{_e(dm['formalism'])}</dd>")
-    out.append(f"<dt>Seed model</dt><dd><strong>{_e(plan.seed_model)}</strong> ({_e(plan.seed_model_status)})</dd>")
-    model = None
-    try:
-        from ..sources import load_seed_model
-
-        model = load_seed_model(plan.seed_model)
-    except Exception:  # noqa: BLE001 - the report must still be written for an unknown model
-        out.append("<dt>Dataset</dt><dd>seed model not found in this installation</dd>")
-    if model is not None:
-        prov = model.provenance or {}
-        out.append(f"<dt>Summary</dt><dd>{_e(model.summary())}</dd>")
-        out.append(f"<dt>Citation</dt><dd>{_e(model.citation or 'none recorded')}</dd>")
-        if prov.get("dataset") and prov.get("dataset") != model.citation:
-            out.append(f"<dt>Dataset</dt><dd>{_e(prov['dataset'])}</dd>")
-        if prov.get("how_obtained"):
-            out.append(f"<dt>Provenance</dt><dd>{_e(prov['how_obtained'])}</dd>")
-        if prov.get("UNVERIFIED"):
-            out.append(f"<dt>Verification</dt><dd>{_e(prov['UNVERIFIED'])}</dd>")
-        out.append(f"<dt>Capsule</dt><dd>{_num(model.capsule_length_mm, 2)} × {_num(model.capsule_diameter_mm, 2)} mm, "
-                   f"T½ {_num(model.half_life_d, 2)} d, Λ {_num(model.dose_rate_constant_cGy_h_U, 3)} cGy h⁻¹ U⁻¹</dd>")
+    model = plan.seed_model
+    out.append(f"<dt>Seed model</dt><dd><strong>{_e(model.name)}</strong> ({_e(plan.seed_model_status)})</dd>")
+    prov = model.provenance or {}
+    out.append(f"<dt>Summary</dt><dd>{_e(model.summary())}</dd>")
+    out.append(f"<dt>Citation</dt><dd>{_e(model.citation or 'none recorded')}</dd>")
+    if prov.get("dataset") and prov.get("dataset") != model.citation:
+        out.append(f"<dt>Dataset</dt><dd>{_e(prov['dataset'])}</dd>")
+    if prov.get("how_obtained"):
+        out.append(f"<dt>Provenance</dt><dd>{_e(prov['how_obtained'])}</dd>")
+    if prov.get("UNVERIFIED"):
+        out.append(f"<dt>Verification</dt><dd>{_e(prov['UNVERIFIED'])}</dd>")
+    out.append(f"<dt>Capsule</dt><dd>{_num(model.capsule_length_mm, 2)} × {_num(model.capsule_diameter_mm, 2)} mm, "
+               f"T½ {_num(model.half_life_d, 2)} d, Λ {_num(model.dose_rate_constant_cGy_h_U, 3)} cGy h⁻¹ U⁻¹</dd>")
     out.append(f"<dt>Dates</dt><dd>seed strengths at calibration {_e(plan.calibration_date)}; "
                f"implant {_e(plan.implant_date)}</dd>")
     out.append("</dl>")
@@ -156,14 +149,7 @@ def _seed_model_section(plan: Plan) -> str:
 
 
 def _unverified(plan: Plan) -> bool:
-    if plan.seed_model_status == "UNVERIFIED":
-        return True
-    try:
-        from ..sources import load_seed_model
-
-        return not load_seed_model(plan.seed_model).verified
-    except Exception:  # noqa: BLE001
-        return True
+    return not plan.seed_model.verified
 
 
 def _prescription_section(plan: Plan) -> str:
@@ -246,17 +232,17 @@ def _plan_table_section(plan: Plan) -> str:
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = []
     rows = plan_table_rows(plan)
-    by_needle: dict[int, list[dict[str, Any]]] = {}
+    by_needle: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_needle.setdefault(row["needle"], []).append(row)
     for n, needle in enumerate(plan.needles, start=1):
         e = needle.entry
-        needle_cells = (f'<td rowspan="{{span}}"><strong>N{n}</strong></td>'
+        needle_cells = (f'<td rowspan="{{span}}"><strong>{Plan.needle_name(n)}</strong></td>'
                         f'<td rowspan="{{span}}" class="num">{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}</td>'
                         f'<td rowspan="{{span}}" class="num">{needle.angle_to_axial_deg:.1f}</td>'
                         f'<td rowspan="{{span}}" class="num">{needle.angle_to_sagittal_deg:.1f}</td>'
                         f'<td rowspan="{{span}}" class="num">{needle.depth_mm:.1f}</td>')
-        seeds = by_needle.get(n, [])
+        seeds = by_needle.get(Plan.needle_name(n), [])
         if not seeds:
             body.append('<tr class="needle-first needle-empty">' + needle_cells.format(span=1)
                         + '<td colspan="5">no seeds on this needle</td></tr>')
@@ -279,7 +265,7 @@ def _plan_table_section(plan: Plan) -> str:
         rows2 = []
         for k, n in enumerate(plan.pvp_needles, start=1):
             e, t = n.entry, n.tip
-            rows2.append([_e(n.label or f"PVP {k}"), f"{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}", f"{t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}",
+            rows2.append([_e(Plan.pvp_needle_name(n, k)), f"{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}", f"{t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}",
                           f"{n.angle_to_axial_deg:.1f}", f"{n.angle_to_sagittal_deg:.1f}", f"{n.depth_mm:.1f}"])
         out.append("<h3>Vertebroplasty (PVP) needles</h3>")
         out.append(_table(["Needle", "Entry x, y, z (mm)", "Tip x, y, z (mm)", "Axial °", "Sagittal °", "Depth (mm)"],
@@ -289,33 +275,33 @@ def _plan_table_section(plan: Plan) -> str:
 
 def _cement_section(plan: Plan) -> str:
     """The vertebroplasty cement plan and the cement/bone-corrected dose beside TG-43."""
-    c = plan.cement
-    if not c:
+    if plan.cement is None:
         return ""
+    c, inputs, mat = plan.cement.metrics, plan.cement.inputs, plan.cement.material
     r = plan.results or {}
-    mat = c.get("material") or {}
+    rec = inputs.get("recommendation") or {}
     leaks = [(k, v) for k, v in (c.get("leak_flags") or {}).items()]
     rows = [
         ("Vertebral body", _e(c.get("vertebral_body", ""))),
-        ("Cement", _e(mat.get("name", "")) + (" (radiopaque: seeds kept out of it)"
-                                                if mat.get("radiopacifier", "none") != "none" else "")),
-        ("Planned volume", f'{_num(c.get("planned_mL"), 1, "mL")} ' + (
+        ("Cement", _e(mat.name) + (" (radiopaque: seeds kept out of it)" if plan.cement.radiopaque else "")),
+        ("Planned volume", f'{_num(inputs.get("planned_mL"), 1, "mL")} ' + (
             "(recommended)" if c.get("volume_source") == "recommended" else
-            f'(requested; recommended {_num((c.get("recommendation") or {}).get("volume_mL"), 1, "mL")})')),
+            f'(requested; recommended {_num(rec.get("volume_mL"), 1, "mL")})')),
         ("Simulated volume", _num(c.get("volume_mL"), 2, "mL")),
         ("Fill of the vertebral body", _num(c.get("fill_pct"), 1, "%")),
         ("Max cement cross-section ratio", _num(c.get("max_cross_section_ratio"), 2)),
         ("Endplate contact", _e(c.get("endplate_contact", ""))),
         ("Leak-risk flags", ", ".join(f"<strong>{_e(k)}</strong> at {_num(v, 1, 'mL')}" for k, v in leaks if v is not None)
          or "none"),
-        ("Injection from", "; ".join("(" + ", ".join(f"{x:.1f}" for x in t) + ") mm" for t in c.get("tips_mm") or [])),
+        ("Injection from", "; ".join("(" + ", ".join(f"{x:.1f}" for x in t) + ") mm" for t in inputs.get("tips_mm") or [])),
     ]
     out = ["<h2>Vertebroplasty cement</h2>", _table(["Item", "Value"], rows, num_from=2)]
-    reasoning = (c.get("recommendation") or {}).get("reasoning") or []
+    reasoning = rec.get("reasoning") or []
     if reasoning:
         out.append('<p class="small">Volume recommendation:</p><ul class="small">'
                    + "".join(f"<li>{_e(x)}</li>" for x in reasoning) + "</ul>")
-    out.append(f'<p class="small">Fill simulation: {_e(c.get("model", ""))}.</p>')
+    if inputs.get("model"):
+        out.append(f'<p class="small">Fill simulation: {_e(inputs["model"])}.</p>')
     het = r.get("heterogeneity") or {}
     t = r.get("target") or {}
     if het.get("target") and t:
@@ -340,7 +326,7 @@ def _warnings_section(plan: Plan, unverified: bool) -> str:
     for ne in r.get("not_evaluated") or []:
         items.append(f"not evaluated: {ne}")
     if unverified:
-        items.append(f"seed model {plan.seed_model} is UNVERIFIED")
+        items.append(f"seed model {plan.seed_model.name} is UNVERIFIED")
     for f in r.get("failed_goals") or []:
         items.append(f"goal not met: {f}")
     out = ["<h2>Warnings</h2>"]
@@ -371,14 +357,14 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
                 date: str | None = None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     from .. import __version__
-    from ..planning.prescription import CITATIONS
+    from ..plan import CITATIONS
 
     plan = _plan_of(result_or_plan)
     case = plan.case or {}
     case_name = str(case.get("name") or case.get("case_name") or "unnamed case")
     software = plan.software or {}
     sw = f"{software.get('name', 'seedplan')} {software.get('version', __version__)}"
-    when = date or plan.created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    when = date or plan.run.get("created") or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     ttl = title or "125I seed implant plan"
     unverified = _unverified(plan)
 
@@ -389,7 +375,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
         parts.append(f'<p class="meta small">CT series UID {_e(case["ct_series_uid"])}</p>')
     if unverified:
         parts.append('<div class="alert unverified"><strong>UNVERIFIED seed model: '
-                     f"{_e(plan.seed_model)}</strong><br>The TG-43 dataset of this seed model has not been verified "
+                     f"{_e(plan.seed_model.name)}</strong><br>The TG-43 dataset of this seed model has not been verified "
                      "against its primary publication. Doses in this report must not be used clinically until a "
                      "physicist has verified the dataset.</div>")
     r = plan.results or {}
@@ -450,7 +436,8 @@ def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path
     Parameters
     ----------
     result : PlanningResult
-        From :func:`~seedplan.planning.planner.plan_case` (plan, dose grid and array, evaluation).
+        From :func:`~seedplan.planning.plan_case` (plan, dose grid and array, evaluation), or any
+        object with ``plan``, ``dose_grid``, ``dose_Gy`` and ``evaluation``.
     ct : CTImage
     structures : StructureSet
     out_dir : path-like

@@ -42,6 +42,7 @@ from ..errors import GeometryError, InputError, InputTypeError
 from ..geometry import Grid
 from ..imaging.ct import CTImage
 from ..imaging.structures import Structure
+from ..plan import CEMENT_MODEL_NAMES, PlanCement
 
 __all__ = [
     "CementMaterial",
@@ -122,6 +123,7 @@ COMBINED_WITH_SEEDS = CementModel(target_fill_fraction=0.162, lesion_fill_fracti
 #: Cement models by name (``PlanningOptions.cement_model``): ``"pvp"`` vertebroplasty alone
 #: (:class:`CementModel` defaults), ``"combined"`` with seeds in the lesion.
 CEMENT_MODELS: Mapping[str, CementModel] = MappingProxyType({"pvp": CementModel(), "combined": COMBINED_WITH_SEEDS})
+assert set(CEMENT_MODELS) == set(CEMENT_MODEL_NAMES), "PlanningOptions validates cement_model against these names"
 
 
 @dataclass(frozen=True)
@@ -791,17 +793,6 @@ class CementPlan:
         """True for a BaSO4 or ZrO2 loaded cement (seeds must stay out of it)."""
         return self.material.radiopacifier != "none"
 
-    def structure(self, grid: Grid, name: str = "cement") -> Structure:
-        """The simulated cement as a structure on ``grid`` (the CT grid it was planned on).
-
-        Its role is ``avoidance``: seeds and needles keep out of radiopaque cement.
-        """
-        from ..imaging.structures import Role
-
-        if tuple(grid.shape) != self.result.mask.shape:
-            raise GeometryError(f"the cement mask {self.result.mask.shape} is not on this grid {grid.shape}; pass the CT grid")
-        return Structure(name, Role.AVOIDANCE, self.result.mask, grid)
-
     @property
     def warnings(self) -> list[str]:
         """One line per tripped leak-risk flag, and when the front could not reach the volume."""
@@ -832,69 +823,32 @@ class CementPlan:
             "simulation_time_s": round(r.elapsed_s, 3),
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], ct: CTImage, structures: Any) -> "CementPlan":
-        """Rebuild a plan file's ``"cement"`` entry on its case, re-simulating the fill (deterministic).
-
-        Raises
-        ------
-        InputError
-            A missing or malformed key (named as ``cement.<key>``), or a
-            vertebral body that is not among ``structures``.
-        """
-        def get(key: str, kind: Any) -> Any:
-            v = data.get(key) if isinstance(data, Mapping) else None
-            if not isinstance(v, kind):
-                raise InputError(f"plan cement.{key} is missing or malformed; re-plan the case to rebuild the cement")
-            return v
-
-        name = get("vertebral_body", str)
-        if name not in structures:
-            raise InputError(f"the plan's cement is in vertebral body {name!r}, which is not among the case "
-                             f"structures {list(structures.names)}")
-        m = get("material", Mapping)
-        try:
-            mat = CementMaterial(str(m["name"]), str(m["radiopacifier"]), float(m["fraction_wt"]),
-                                 float(m["density_g_cm3"]), float(m["mu_cm"]), float(m["muen_ratio_water"]))
-            r = get("recommendation", Mapping)
-            rec = CementRecommendation(float(r["volume_mL"]), float(r["vb_volume_cm3"]), float(r["lesion_volume_cm3"]),
-                                       float(r["fill_fraction"]), bool(r["clamped"]),
-                                       tuple(str(x) for x in r["reasoning"]))
-            tips = np.asarray(get("tips_mm", list), dtype=float)
-            planned = float(get("planned_mL", (int, float)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"plan cement entry is malformed ({exc}); re-plan the case to rebuild the cement") from None
-        vb = structures[name].mask_on(ct.grid)
-        res = simulate_cement(ct, vb, ct.grid, tips, planned)
-        return cls(name, data.get("level"), str(data.get("lesion_type", "lytic")), mat,
-                   tuple(tuple(float(v) for v in t) for t in tips), rec, str(data.get("volume_source", "requested")),
-                   res)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plan file's ``"cement"`` entry: enough to rebuild it (:meth:`from_dict`)."""
-        m = self.material
-        return {
-            **self.metrics(),
-            "vertebral_body": self.vertebral_body,
-            "level": self.level,
-            "lesion_type": self.lesion_type,
-            "material": {"name": m.name, "radiopacifier": m.radiopacifier, "fraction_wt": m.fraction_wt,
-                         "density_g_cm3": m.density_g_cm3, "mu_cm": m.mu_cm,
-                         "muen_ratio_water": m.muen_ratio_water},
+    def as_plan_cement(self, grid: Grid) -> PlanCement:
+        """The cement as the plan stores it: the filled voxels on ``grid`` (the CT's), the figures and the inputs."""
+        if tuple(grid.shape) != self.result.mask.shape:
+            raise GeometryError(f"the cement mask {self.result.mask.shape} is not on this grid {grid.shape}; "
+                                "pass the CT grid")
+        metrics = self.metrics()
+        metrics.pop("simulation_time_s")  # a timing, not a property of the plan
+        rec = self.recommendation
+        inputs = {
             "tips_mm": [list(t) for t in self.tips_mm],
             "planned_mL": round(self.result.requested_mL, 4),
-            "volume_source": self.volume_source,
+            "level": self.level,
+            "lesion_type": self.lesion_type,
             "recommendation": {
-                "volume_mL": round(self.recommendation.volume_mL, 4),
-                "vb_volume_cm3": round(self.recommendation.vb_volume_cm3, 4),
-                "lesion_volume_cm3": round(self.recommendation.lesion_volume_cm3, 4),
-                "fill_fraction": round(self.recommendation.fill_fraction, 5),
-                "clamped": self.recommendation.clamped,
-                "reasoning": list(self.recommendation.reasoning),
+                "volume_mL": round(rec.volume_mL, 4),
+                "vb_volume_cm3": round(rec.vb_volume_cm3, 4),
+                "lesion_volume_cm3": round(rec.lesion_volume_cm3, 4),
+                "fill_fraction": round(rec.fill_fraction, 5),
+                "clamped": rec.clamped,
+                "reasoning": list(rec.reasoning),
             },
             "model": "HU-driven front growth from the needle tips (Dijkstra, 26-neighbour), "
                      f"SI/AP speed {BAROUD_SI_AP_RATIO:.2f} (Baroud 2004), cortex >= {CORTICAL_HU:g} HU a barrier",
         }
+        return PlanCement(self.vertebral_body, self.material, self.result.mask, grid, metrics, tuple(self.warnings),
+                          inputs)
 
 
 def plan_cement(

@@ -38,26 +38,60 @@ named.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError, PlanningError
+from ..evaluation.dvh import dose_covering
+from ..plan import Goal
 
-__all__ = ["SeedGoals", "SeedSolution", "optimise_seeds", "plan_quality"]
+__all__ = ["Aims", "SeedSolution", "optimise_seeds", "plan_quality"]
 
 
 @dataclass(frozen=True)
-class SeedGoals:
-    """The dose goals the optimiser must meet (doses in Gy, volumes in %)."""
+class Aims:
+    """The goals the optimiser works to, compiled for its sample matrices.
+
+    Built from :class:`~seedplan.plan.Goal` records (usually tightened copies of
+    the prescription's goals).  Target goals on D_x or V_y become "the volume
+    receiving >= level Gy is at least / at most p %"; organ goals on
+    ``D<v>cc_Gy`` or ``Dmax_Gy`` become hottest-volume limits on that organ's
+    samples.  Goals the samples cannot measure are left to the evaluation.
+    """
 
     prescription_Gy: float
-    d90_min_Gy: float
-    v100_min_pct: float = 95.0
-    v150_max_pct: float = 60.0
-    v200_max_pct: float = 30.0
-    oar_d01cc_max_Gy: Mapping[str, float] = field(default_factory=dict)
+    goals: tuple[Goal, ...]
+
+    @classmethod
+    def from_goals(cls, goals: Sequence[Goal], prescription_Gy: float) -> "Aims":
+        if not all(isinstance(g, Goal) for g in goals):
+            raise InputError("goals must be seedplan.plan.Goal records")
+        return cls(float(prescription_Gy), tuple(goals))
+
+    @property
+    def target(self) -> tuple[tuple[Goal, float, float], ...]:
+        """``(goal, level_Gy, percent)`` of each target goal."""
+        out = []
+        for g in self.goals:
+            c = g.volume_condition(self.prescription_Gy) if g.group == "target" else None
+            if c is not None:
+                out.append((g, *c))
+        return tuple(out)
+
+    def organ(self, names: Sequence[str]) -> tuple[tuple[Goal, float], ...]:
+        """``(goal, hottest volume cm^3)`` of each organ goal the samples of ``names`` can measure."""
+        out = []
+        for g in self.goals:
+            vol = g.hottest_volume_cm3() if g.group != "target" and g.structure in names else None
+            if vol is not None:
+                out.append((g, vol))
+        return tuple(out)
+
+
+def _key(g: Goal) -> str:
+    return f"{g.structure} {g.metric}"
 
 
 @dataclass(frozen=True)
@@ -71,7 +105,7 @@ class SeedSolution:
     activity_mCi, strength_U : float
         The single per-seed activity and its air-kerma strength.
     quality : dict
-        Metrics of the chosen plan on the full samples (see :func:`plan_quality`).
+        ``"<structure> <metric>"`` -> value of the chosen plan on the full samples (:func:`plan_quality`).
     failed_goals : tuple of str
         Goals the best plan does not meet (empty when all are met).
     trials : tuple of dict
@@ -96,22 +130,9 @@ class SeedSolution:
 
 
 # ---------------------------------------------------------------- evaluation
-def _weighted_quantile_dose(dose: np.ndarray, weights: np.ndarray, covered_fraction: float) -> float:
-    """Largest D such that the weight with dose >= D is at least ``covered_fraction`` of the total."""
-    order = np.argsort(-dose, kind="stable")
-    cum = np.cumsum(weights[order])
-    k = int(np.searchsorted(cum, covered_fraction * cum[-1] - 1e-12 * cum[-1]))
-    return float(dose[order[min(k, len(order) - 1)]])
-
-
-def _hottest_volume_dose(dose: np.ndarray, weights_cm3: np.ndarray, volume_cm3: float) -> float:
-    """Minimum dose to the hottest ``volume_cm3`` (the structure's min dose if it is smaller)."""
-    if dose.size == 0:
-        return 0.0
-    order = np.argsort(-dose, kind="stable")
-    cum = np.cumsum(weights_cm3[order])
-    k = int(np.searchsorted(cum, volume_cm3 - 1e-12))
-    return float(dose[order[min(k, len(order) - 1)]])
+def _volume_pct(d: np.ndarray, w: np.ndarray, level_Gy: float) -> np.ndarray:
+    """% of the weight with dose >= level (``d`` may be (N,) or (N, K) for K candidate plans)."""
+    return (d >= level_Gy - 1e-9).astype(float).T @ w * (100.0 / w.sum())
 
 
 def plan_quality(
@@ -121,52 +142,37 @@ def plan_quality(
     w_target: np.ndarray,
     A_oars: Mapping[str, np.ndarray],
     w_oars: Mapping[str, np.ndarray],
-    goals: SeedGoals,
+    aims: Aims,
 ) -> dict[str, float]:
-    """D90, V100, V150, V200 of the target and D0.1cc of each OAR for slot selection ``x``."""
+    """The value of every goal the optimiser can measure, for slot selection ``x`` (keys ``"<structure> <metric>"``).
+
+    D_x target goals are the dose covering x % of the target samples, V_y goals
+    the % receiving y % of the prescription, organ goals the minimum dose to
+    the hottest v cm^3 (:func:`seedplan.evaluation.dvh.dose_covering`).
+    """
     sel = np.flatnonzero(x)
-    pd = goals.prescription_Gy
     d = strength_U * A_target[:, sel].sum(axis=1) if sel.size else np.zeros(A_target.shape[0])
-    wt = w_target.sum()
-    q = {
-        "D90_Gy": _weighted_quantile_dose(d, w_target, 0.90),
-        "V100_pct": 100.0 * w_target[d >= pd].sum() / wt,
-        "V150_pct": 100.0 * w_target[d >= 1.5 * pd].sum() / wt,
-        "V200_pct": 100.0 * w_target[d >= 2.0 * pd].sum() / wt,
-    }
-    for name, A in A_oars.items():
+    q: dict[str, float] = {}
+    for g, _level, pct in aims.target:
+        if g.metric.startswith("V"):
+            q[_key(g)] = float(_volume_pct(d, w_target, _level))
+        else:
+            q[_key(g)] = dose_covering(d, w_target, pct / 100.0 * w_target.sum())
+    for g, vol in aims.organ(list(A_oars)):
+        A = A_oars[g.structure]
         do = strength_U * A[:, sel].sum(axis=1) if sel.size else np.zeros(A.shape[0])
-        q[f"{name}:D0.1cc_Gy"] = _hottest_volume_dose(do, w_oars[name], 0.1)
+        q[_key(g)] = dose_covering(do, w_oars[g.structure], vol) if do.size else 0.0
     return q
 
 
-def _failed(q: Mapping[str, float], goals: SeedGoals) -> list[str]:
-    out = []
-    if q["D90_Gy"] < goals.d90_min_Gy - 1e-9:
-        out.append(f"target D90 {q['D90_Gy']:.1f} Gy < {goals.d90_min_Gy:.1f} Gy")
-    if q["V100_pct"] < goals.v100_min_pct - 1e-9:
-        out.append(f"target V100 {q['V100_pct']:.1f} % < {goals.v100_min_pct:.1f} %")
-    if q["V150_pct"] > goals.v150_max_pct + 1e-9:
-        out.append(f"target V150 {q['V150_pct']:.1f} % > {goals.v150_max_pct:.1f} %")
-    if q["V200_pct"] > goals.v200_max_pct + 1e-9:
-        out.append(f"target V200 {q['V200_pct']:.1f} % > {goals.v200_max_pct:.1f} %")
-    for name, limit in goals.oar_d01cc_max_Gy.items():
-        key = f"{name}:D0.1cc_Gy"
-        if key in q and q[key] > limit + 1e-9:
-            out.append(f"{name} D0.1cc {q[key]:.1f} Gy > {limit:.1f} Gy")
-    return out
+def _failed(q: Mapping[str, float], aims: Aims) -> list[str]:
+    return [g.describe_miss(q[_key(g)]) for g in aims.goals if _key(g) in q and not g.passed(q[_key(g)] + (
+        1e-9 if g.at_least else -1e-9))]
 
 
-def _violation(q: Mapping[str, float], goals: SeedGoals) -> float:
+def _violation(q: Mapping[str, float], aims: Aims) -> float:
     """How far a plan misses its goals, in percentage points (doses as % of their goal or limit)."""
-    v = max(0.0, goals.v100_min_pct - q["V100_pct"])
-    v += max(0.0, goals.d90_min_Gy - q["D90_Gy"]) / max(goals.d90_min_Gy, 1e-9) * 100.0
-    v += max(0.0, q["V150_pct"] - goals.v150_max_pct) + max(0.0, q["V200_pct"] - goals.v200_max_pct)
-    for name, limit in goals.oar_d01cc_max_Gy.items():
-        key = f"{name}:D0.1cc_Gy"
-        if key in q:
-            v += max(0.0, q[key] - limit) / max(limit, 1e-9) * 100.0
-    return v
+    return float(sum(g.violation(q[_key(g)]) for g in aims.goals if _key(g) in q))
 
 
 # ----------------------------------------------------------------------- MILP
@@ -228,7 +234,7 @@ def _local_search(
     w_t: np.ndarray,
     A_oars: Mapping[str, np.ndarray],
     w_oars: Mapping[str, np.ndarray],
-    goals: SeedGoals,
+    goals: Aims,
     conflicts: np.ndarray,
     max_rounds: int = 200,
 ) -> np.ndarray:
@@ -239,13 +245,14 @@ def _local_search(
     for a, b in conflicts:
         neighbours[a].append(int(b))
         neighbours[b].append(int(a))
-    oar_names = [n for n in goals.oar_d01cc_max_Gy if n in A_oars]
+    coverage = [g for g, _l, _p in goals.target if g.at_least]
+    organs = [g for g, _v in goals.organ(list(A_oars))]
 
     def coverage_ok(q):
-        return q["D90_Gy"] >= goals.d90_min_Gy - 1e-9 and q["V100_pct"] >= goals.v100_min_pct - 1e-9
+        return all(g.passed(q[_key(g)] + 1e-9) for g in coverage)
 
     def oar_ok(q):
-        return all(q[f"{n}:D0.1cc_Gy"] <= goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names)
+        return all(g.passed(q[_key(g)] - 1e-9) for g in organs)
 
     q = plan_quality(x, S, A_t, w_t, A_oars, w_oars, goals)
     # 1. repair coverage: add the slot that brings most under-dosed volume to PD
@@ -304,30 +311,33 @@ def _local_search(
                 break
     return x
 
+
 def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, coverage_first: bool = True,
                       max_moves: int = 60):
     """Add, remove or move one seed at a time while that brings the plan closer to its goals.
 
-    The coverage shortfall is V100 below its goal + the volume below the D90
-    goal beyond 10 % (D90 >= goal exactly when >= 90 % of the volume
-    receives it); the hot-spot excess is V150 + V200 above their limits; both
-    in percentage points.  With ``coverage_first`` a move must lower the
+    Every target goal reads "the volume receiving >= level is at least / at
+    most p %" (D90 >= L exactly when >= 90 % of the volume receives L).  The
+    coverage shortfall sums the misses of the at-least goals (V100, D90), the
+    hot-spot excess those of the at-most goals (V150, V200), in percentage
+    points.  With ``coverage_first`` a move must lower the
     shortfall, or keep it and lower the excess; otherwise a move must lower
     their sum, so that some coverage can be traded for more hot-spot volume
     on the way to a plan meeting every goal.  Every move keeps the
     organ-at-risk limits.
     """
-    pd = goals.prescription_Gy
-    wsum = w_t.sum()
-    oar_names = [n for n in goals.oar_d01cc_max_Gy if n in A_oars]
+    organs = [g for g, _v in goals.organ(list(A_oars))]
 
     def shortfall_excess(d):
-        def v(level):
-            return (d >= level).astype(float).T @ w_t * (100.0 / wsum)
-
-        cov = np.maximum(goals.v100_min_pct - v(pd - 1e-9), 0) + np.maximum(90.0 - v(goals.d90_min_Gy - 1e-9), 0)
-        hot = np.maximum(v(1.5 * pd) - goals.v150_max_pct, 0) + np.maximum(v(2.0 * pd) - goals.v200_max_pct, 0)
-        return np.round(cov, 9), np.round(hot, 9)
+        # every target goal as "the volume receiving >= level is at least / at most p %"
+        cov = hot = 0.0
+        for g, level, pct in goals.target:
+            vol = _volume_pct(d, w_t, level)
+            if g.at_least:
+                cov = cov + np.maximum(pct - vol, 0)
+            else:
+                hot = hot + np.maximum(vol - pct, 0)
+        return np.round(cov + np.zeros(d.shape[1]), 9), np.round(hot + np.zeros(d.shape[1]), 9)
 
     x = x.copy()
     d = S * A_t[:, x].sum(axis=1)
@@ -366,9 +376,9 @@ def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, cove
                 trial[j] = False
             if f is not None:
                 trial[f] = True
-            if oar_names:
+            if organs:
                 qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
-                if any(qt[f"{n}:D0.1cc_Gy"] > goals.oar_d01cc_max_Gy[n] + 1e-9 for n in oar_names):
+                if not all(g.passed(qt[_key(g)] - 1e-9) for g in organs):
                     continue
             x, cov, hot, moved = trial, float(c[m]), float(h[m]), True
             break
@@ -382,7 +392,7 @@ def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, cove
 def optimise_seeds(
     A_target: np.ndarray,
     w_target: np.ndarray,
-    goals: SeedGoals,
+    goals: Aims,
     *,
     A_oars: Mapping[str, np.ndarray] | None = None,
     w_oars: Mapping[str, np.ndarray] | None = None,
@@ -403,10 +413,10 @@ def optimise_seeds(
         Total dose (Gy) per U of each candidate slot at each target sample point.
     w_target : (N,) array
         Volume (cm^3) each target sample represents.
-    goals : SeedGoals
-        Prescription and limits.
+    goals : Aims
+        The goals to meet (:meth:`Aims.from_goals`), with the prescription dose.
     A_oars, w_oars : mapping name -> array, optional
-        The same for organs at risk with a D0.1cc limit in ``goals``.
+        The same for organs at risk with a hottest-volume goal (D0.1cc, Dmax) in ``goals``.
     activities_mCi : sequence of float, optional
         Activities to try; default: 0.1 mCi steps over ``activity_range_mCi``,
         refined by 0.05 mCi around the best.
@@ -427,6 +437,8 @@ def optimise_seeds(
     t0 = time.perf_counter()
     A_t = np.asarray(A_target, dtype=np.float64)
     w_t = np.asarray(w_target, dtype=np.float64)
+    if not isinstance(goals, Aims):
+        raise InputError(f"goals must be an Aims (Aims.from_goals(goals, prescription_Gy)), got {type(goals).__name__}")
     if A_t.ndim != 2 or A_t.shape[1] == 0:
         raise PlanningError("no candidate seed slots: the needles do not cross the target region")
     if w_t.shape != (A_t.shape[0],) or A_t.shape[0] == 0:
@@ -447,10 +459,9 @@ def optimise_seeds(
     A_sub, w_sub = A_t[pick], w_t[pick]
     oar_rows, oar_lims = [], []
     s_max = hi * U_per_mCi
-    for name, limit in goals.oar_d01cc_max_Gy.items():
-        if name not in A_oars:
-            continue
-        A = A_oars[name]
+    for g, _vol in goals.organ(list(A_oars)):
+        limit = g.limit
+        A = A_oars[g.structure]
         worst = s_max * A.sum(axis=1)
         cand = np.flatnonzero(worst > limit)
         cand = cand[np.argsort(-worst[cand], kind="stable")][:300]

@@ -465,13 +465,8 @@ def _focus(plan: Any, ct: Any, structs: list[Any], margin_mm: float) -> tuple[np
 
 
 def _seed_length(plan: Any) -> tuple[float, float]:
-    try:
-        from ..sources import load_seed_model
-
-        m = load_seed_model(plan.seed_model)
-        return float(m.capsule_length_mm), float(getattr(m, "capsule_diameter_mm", 0.8) or 0.8)
-    except Exception:  # noqa: BLE001 - drawing must not fail on an unknown model
-        return 4.5, 0.8
+    m = plan.seed_model
+    return float(m.capsule_length_mm), float(m.capsule_diameter_mm)
 
 
 def _prefer_egl_without_display() -> None:
@@ -602,7 +597,8 @@ def build_scene(
                 continue
             pl.add_mesh(tubes, color=colour, smooth_shading=True, name=f"{what}:tubes")
             pl.add_mesh(balls, color=colour, smooth_shading=True, name=f"{what}:entries")
-            labels = [f"N{k}" if n.kind == "seed" else f"PVP {n.label or k}" for k, n in enumerate(group, start=1)]
+            labels = [plan.needle_name(k) if n.kind == "seed" else plan.pvp_needle_name(n, k)
+                      for k, n in enumerate(group, start=1)]
             pl.add_point_labels(np.array([n.entry for n in group]), labels, font_size=13, text_color=colour,
                                 shape_color="#000000", shape_opacity=0.55, show_points=False, always_visible=True,
                                 bold=True, name=f"{what}")  # pyvista names it "<what>-labels"
@@ -630,7 +626,7 @@ def build_scene(
                 color=_TEXT_COLOR)
     parts = []
     if plan is not None:
-        parts.append(f"{plan.n_seeds} seeds ({plan.seed_model})")
+        parts.append(f"{plan.n_seeds} seeds ({plan.seed_model.name})")
         acts = sorted({round(s.activity_mCi, 3) for s in plan.seeds})
         if acts:
             parts.append(f"{acts[0]:g} mCi/seed" if len(acts) == 1 else f"{acts[0]:g}-{acts[-1]:g} mCi/seed")

@@ -348,20 +348,13 @@ def slice_figure(
                 e, t = n.entry, n.tip
                 ax.plot([e[iu], t[iu]], [e[iv], t[iv]], color=colour, lw=1.0, ls="--", alpha=0.9, zorder=4)
                 if lo[iu] <= e[iu] <= hi[iu] and lo[iv] <= e[iv] <= hi[iv]:
-                    # seed needles carry their plan-table number; PVP needles their side
-                    lab = f"N{k}" if n.kind == "seed" else f"PVP {n.label or k}"
+                    # the names of the plan table (N1, N2...; PVP left/right)
+                    lab = plan.needle_name(k) if n.kind == "seed" else plan.pvp_needle_name(n, k)
                     ax.text(e[iu], e[iv], lab, color=colour, fontsize=7, zorder=5, ha="center", va="center")
             if len(needles):
                 handles.append(Line2D([], [], color=colour, lw=1.0, ls="--", label=f"{name} (projected)"))
         if plan.n_seeds:
-            length = seed_length_mm
-            if length is None:
-                try:
-                    from ..sources import load_seed_model
-
-                    length = float(load_seed_model(plan.seed_model).capsule_length_mm)
-                except Exception:  # noqa: BLE001 - drawing must not fail on an unknown model
-                    length = 4.5
+            length = seed_length_mm if seed_length_mm is not None else float(plan.seed_model.capsule_length_mm)
             pos, axes = plan.positions_mm, plan.axes
             near = np.abs(pos[:, inorm] - centre[inorm]) <= seed_slab_mm
             for p, a in zip(pos[near], axes[near]):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping
 
+from .. import _validate as v
 from ..errors import InputError, InputTypeError
+from ._goals import Goal, GoalResult, check_goals
 
-__all__ = ["Prescription", "GoalResult", "CITATIONS", "OAR_LIMIT_METRICS"]
+__all__ = ["Prescription", "CITATIONS", "OAR_LIMIT_METRICS"]
 
 #: OAR metric keys a limit may refer to (keys of ``metrics["oars"][name]``).
 OAR_LIMIT_METRICS = ("Dmax_Gy", "D0.1cc_Gy", "D1cc_Gy", "D2cc_Gy", "Dmean_Gy", "EQD2max_Gy", "EQD2_D0.1cc_Gy")
@@ -54,30 +56,6 @@ CITATIONS: dict[str, str] = {
     "clinical_planning.md 1.3 [R]",
     "half_life_d": "125I half-life 59.40 d: TG-43U1, clinical_planning.md 1.1 [V]",
 }
-
-
-class GoalResult(NamedTuple):
-    """One checked goal: ``(goal, value, limit, passed)``."""
-
-    goal: str
-    value: float
-    limit: float
-    passed: bool
-
-
-def _number(value: Any, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    below = (lo is not None) and (v <= lo if lo_open else v < lo)
-    if below or (hi is not None and v > hi):
-        lo_s = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
-        hi_s = "" if hi is None else f"<= {hi:g}"
-        rng = " and ".join(x for x in (lo_s, hi_s) if x)
-        raise InputError(f"{name} must be {rng}, got {value!r}")
-    return v
 
 
 class _FrozenMap(Mapping):
@@ -132,7 +110,7 @@ def _freeze_limits(limits: Any) -> Mapping[str, Mapping[str, float]]:
                 raise InputError(
                     f"oar_limits[{key!r}] has unknown metric {metric!r}; valid metrics: {', '.join(OAR_LIMIT_METRICS)}"
                 )
-            inner[metric] = _number(value, f"oar_limits[{key!r}][{metric!r}]", 0.0, 1000.0, lo_open=True)
+            inner[metric] = v.number(value, f"oar_limits[{key!r}][{metric!r}]", lo=0.0, hi=1000.0, lo_open=True)
         out[key] = _FrozenMap(inner)
     return _FrozenMap(out)
 
@@ -198,34 +176,34 @@ class Prescription:
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         try:
-            set_("dose_Gy", _number(self.dose_Gy, "prescription dose dose_Gy", 80.0, 160.0))
+            set_("dose_Gy", v.number(self.dose_Gy, "prescription dose dose_Gy", lo=80.0, hi=160.0))
         except InputError as exc:
-            raise InputError(f"{exc} (allowed prescription dose range 80-160 Gy)") from None
+            raise type(exc)(f"{exc} (allowed prescription dose range 80-160 Gy)") from None
         if not isinstance(self.seed_model, str) or not self.seed_model.strip():
             raise InputError(f"seed_model must be a non-empty string such as '6711', got {self.seed_model!r}")
         rng = self.activity_mCi_range
         if isinstance(rng, (str, bytes)) or not hasattr(rng, "__len__") or len(rng) != 2:
             raise InputError(f"activity_mCi_range must be (low, high) in mCi, got {rng!r}")
-        lo = _number(rng[0], "activity_mCi_range low", 0.0, 5.0, lo_open=True)
-        hi = _number(rng[1], "activity_mCi_range high", 0.0, 5.0, lo_open=True)
+        lo = v.number(rng[0], "activity_mCi_range low", lo=0.0, hi=5.0, lo_open=True)
+        hi = v.number(rng[1], "activity_mCi_range high", lo=0.0, hi=5.0, lo_open=True)
         if lo > hi:
             raise InputError(f"activity_mCi_range must have low <= high, got {rng!r}")
         set_("activity_mCi_range", (lo, hi))
-        set_("d90_goal_pct_of_pd", _number(self.d90_goal_pct_of_pd, "d90_goal_pct_of_pd", 50.0, 200.0))
+        set_("d90_goal_pct_of_pd", v.number(self.d90_goal_pct_of_pd, "d90_goal_pct_of_pd", lo=50.0, hi=200.0))
         for name in ("v100_goal_pct", "v150_limit_pct", "v200_limit_pct"):
-            set_(name, _number(getattr(self, name), name, 0.0, 100.0))
+            set_(name, v.number(getattr(self, name), name, lo=0.0, hi=100.0))
         set_("oar_limits", _freeze_limits(self.oar_limits))
-        set_("seed_spacing_mm", _number(self.seed_spacing_mm, "seed_spacing_mm", 5.0, 20.0))
-        set_("min_needle_distance_mm", _number(self.min_needle_distance_mm, "min_needle_distance_mm", 2.0, 30.0))
+        set_("seed_spacing_mm", v.number(self.seed_spacing_mm, "seed_spacing_mm", lo=5.0, hi=20.0))
+        set_("min_needle_distance_mm", v.number(self.min_needle_distance_mm, "min_needle_distance_mm", lo=2.0, hi=30.0))
         set_(
             "min_seed_canal_distance_mm",
-            _number(self.min_seed_canal_distance_mm, "min_seed_canal_distance_mm", 3.0, 10.0),
+            v.number(self.min_seed_canal_distance_mm, "min_seed_canal_distance_mm", lo=3.0, hi=10.0),
         )
-        set_("target_margin_mm", _number(self.target_margin_mm, "target_margin_mm", 0.0, 20.0))
-        set_("alpha_beta_tumour_Gy", _number(self.alpha_beta_tumour_Gy, "alpha_beta_tumour_Gy", 0.0, 100.0, lo_open=True))
-        set_("alpha_beta_cord_Gy", _number(self.alpha_beta_cord_Gy, "alpha_beta_cord_Gy", 0.0, 100.0, lo_open=True))
-        set_("repair_half_time_h", _number(self.repair_half_time_h, "repair_half_time_h", 0.0, 48.0, lo_open=True))
-        set_("half_life_d", _number(self.half_life_d, "half_life_d", 0.0, 1e4, lo_open=True))
+        set_("target_margin_mm", v.number(self.target_margin_mm, "target_margin_mm", lo=0.0, hi=20.0))
+        set_("alpha_beta_tumour_Gy", v.number(self.alpha_beta_tumour_Gy, "alpha_beta_tumour_Gy", lo=0.0, hi=100.0, lo_open=True))
+        set_("alpha_beta_cord_Gy", v.number(self.alpha_beta_cord_Gy, "alpha_beta_cord_Gy", lo=0.0, hi=100.0, lo_open=True))
+        set_("repair_half_time_h", v.number(self.repair_half_time_h, "repair_half_time_h", lo=0.0, hi=48.0, lo_open=True))
+        set_("half_life_d", v.number(self.half_life_d, "half_life_d", lo=0.0, hi=1e4, lo_open=True))
 
     # ---------------------------------------------------------- constructors
     @classmethod
@@ -277,16 +255,29 @@ class Prescription:
                     out[metric] = min(value, out.get(metric, math.inf))
         return out
 
-    def goals_check(self, metrics: Mapping[str, Any]) -> list[GoalResult]:
-        """Check plan goals against an ``evaluate(...).metrics`` layout.
+    def goals(self, target: str = "target", organs: Iterable[tuple[str, str]] = ()) -> tuple[Goal, ...]:
+        """The plan goals: the target's D90, V100, V150, V200, then every OAR limit that applies.
 
-        Returns
-        -------
-        list of GoalResult
-            ``(goal, value, limit, passed)`` for the target goals (D90, V100,
-            V150, V200) when a target was evaluated, then every OAR limit
-            matching an OAR/avoidance structure name.
+        Parameters
+        ----------
+        target : str
+            Name of the target structure.
+        organs : iterable of (name, group)
+            Evaluated organ structures and their group in the metrics layout
+            (``"oars"`` or ``"avoidance"``); each gets the limits of :meth:`limits_for`.
         """
+        out = [
+            Goal(target, "D90_Gy", ">=", self.d90_goal_pct_of_pd / 100.0 * self.dose_Gy),
+            Goal(target, "V100_pct", ">=", self.v100_goal_pct),
+            Goal(target, "V150_pct", "<=", self.v150_limit_pct),
+            Goal(target, "V200_pct", "<=", self.v200_limit_pct),
+        ]
+        for name, group in organs:
+            out.extend(Goal(name, metric, "<=", lim, group) for metric, lim in self.limits_for(name).items())
+        return tuple(out)
+
+    def goals_for_metrics(self, metrics: Mapping[str, Any]) -> tuple[Goal, ...]:
+        """The goals that apply to the structures of an ``evaluate(...).metrics`` layout."""
         if not isinstance(metrics, Mapping):
             raise InputTypeError(f"metrics must be the mapping from evaluate(), got {type(metrics).__name__}")
         pd = metrics.get("prescription_Gy")
@@ -295,27 +286,19 @@ class Prescription:
                 f"metrics were computed for prescription {pd} Gy but this prescription is {self.dose_Gy} Gy; "
                 "re-evaluate with the same prescription dose"
             )
-        out: list[GoalResult] = []
         target = metrics.get("target")
-        if target:
-            name = target.get("name", "target")
-            d90_lim = self.d90_goal_pct_of_pd / 100.0 * self.dose_Gy
-            checks = [
-                (f"{name} D90_Gy >= {d90_lim:g}", "D90_Gy", d90_lim, True),
-                (f"{name} V100_pct >= {self.v100_goal_pct:g}", "V100_pct", self.v100_goal_pct, True),
-                (f"{name} V150_pct <= {self.v150_limit_pct:g}", "V150_pct", self.v150_limit_pct, False),
-                (f"{name} V200_pct <= {self.v200_limit_pct:g}", "V200_pct", self.v200_limit_pct, False),
-            ]
-            for goal, key, lim, at_least in checks:
-                if key not in target:
-                    raise InputError(f"metrics['target'] has no {key!r}; pass the layout returned by evaluate()")
-                val = float(target[key])
-                out.append(GoalResult(goal, val, lim, val >= lim if at_least else val <= lim))
-        for group in ("oars", "avoidance"):
-            for sname, m in (metrics.get(group) or {}).items():
-                for metric, lim in self.limits_for(sname).items():
-                    if metric not in m:
-                        raise InputError(f"metrics[{group!r}][{sname!r}] has no {metric!r} needed by a limit")
-                    val = float(m[metric])
-                    out.append(GoalResult(f"{sname} {metric} <= {lim:g}", val, lim, val <= lim))
-        return out
+        organs = [(n, g) for g in ("oars", "avoidance") for n in (metrics.get(g) or {})]
+        goals = self.goals(target.get("name", "target"), organs) if target else self.goals("target", organs)[4:]
+        return goals
+
+    def goals_check(self, metrics: Mapping[str, Any]) -> list[GoalResult]:
+        """Check the plan goals against an ``evaluate(...).metrics`` layout.
+
+        Returns
+        -------
+        list of GoalResult
+            ``(goal, value, limit, passed)`` for the target goals (D90, V100,
+            V150, V200) when a target was evaluated, then every OAR limit
+            matching an OAR/avoidance structure name.
+        """
+        return check_goals(self.goals_for_metrics(metrics), metrics)

@@ -6,8 +6,8 @@ import pytest
 
 from seedplan.errors import FileFormatError
 from seedplan.plan import Plan, PlannedSeed, load_plan, save_plan
-from seedplan.planning.needles import Needle
-from seedplan.planning.prescription import Prescription
+from seedplan.plan import Needle
+from seedplan.plan import Prescription
 
 
 def make_plan():
@@ -17,7 +17,7 @@ def make_plan():
         PlannedSeed((6.1, 3.1, 1.0), (-0.58, -0.81, 0.0), 1, 10.0, 0.6, 0.762),
         PlannedSeed((-2.0, -4.0, -9.5), (0.51, -0.86, 0.0), 2, 0.0, 0.6, 0.762),
     )
-    return Plan(case={"name": "test"}, prescription=Prescription(), seed_model="6711", seed_model_status="verified",
+    return Plan(case={"name": "test"}, prescription=Prescription(), seed_model="6711",
                 formalism="2D", needles=needles, seeds=seeds, calibration_date="2026-11-01", implant_date="2026-11-21",
                 results={"target": {"D90_Gy": 123.456789012345}})
 
@@ -38,7 +38,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "plan.json"
     save_plan(make_plan(), path)
     before = path.read_text()
-    import seedplan.plan as plan_mod
+    import seedplan.plan._plan as plan_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

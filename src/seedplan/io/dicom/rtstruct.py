@@ -1,0 +1,331 @@
+"""RT Structure Set: the case's structures as contours, and the plan's needles and seeds as ROIs.
+
+Contours are marching-squares iso-lines (level 0.5) of each slice of each
+mask, so rasterising them back (voxel centre inside polygon) gives the same
+mask.  A structure seedplan derived carries ``derived: <how>`` as its ROI
+description.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from ...errors import GeometryError, InputError
+from ...imaging.ct import CTImage, deterministic_uid
+from ...imaging.structures import Role, Structure, StructureSet
+from ...plan import Plan
+from ._common import (
+    CT_IMAGE_STORAGE,
+    RT_STRUCTURE_SET_STORAGE,
+    STUDY_COMPONENT_SOP_CLASS,
+    ds_list,
+    new_dataset,
+    patient_study,
+    raw_ds,
+    require_ct_uids,
+    save_dataset,
+)
+from ._uids import DicomExport, case_ct_path, plan_uids
+
+__all__ = ["write_rtstruct", "export_rtstruct", "structure_set_dataset", "add_roi", "ROLE_COLORS",
+           "ROLE_INTERPRETED_TYPES"]
+
+#: Display colour of a structure by role.
+ROLE_COLORS = {
+    Role.TARGET: (255, 0, 0),
+    Role.VERTEBRAL_BODY: (255, 200, 0),
+    Role.OAR: (0, 170, 255),
+    Role.CANAL: (255, 255, 0),
+    Role.PEDICLE: (255, 160, 60),
+    Role.AVOIDANCE: (255, 0, 255),
+    Role.BODY: (0, 255, 0),
+    Role.BONE: (230, 230, 200),
+}
+#: RTROIInterpretedType by role.
+ROLE_INTERPRETED_TYPES = {
+    Role.TARGET: "GTV",
+    Role.VERTEBRAL_BODY: "ORGAN",
+    Role.OAR: "ORGAN",
+    Role.CANAL: "ORGAN",
+    Role.PEDICLE: "ORGAN",
+    Role.AVOIDANCE: "AVOIDANCE",
+    Role.BODY: "EXTERNAL",
+    Role.BONE: "ORGAN",
+}
+
+
+def _slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
+    """Closed marching-squares contours (level 0.5) of a 2D mask, as (i, j) indices."""
+    import contourpy
+
+    padded = np.zeros((mask2d.shape[0] + 2, mask2d.shape[1] + 2), dtype=np.float64)
+    padded[1:-1, 1:-1] = mask2d
+    gen = contourpy.contour_generator(z=padded, line_type="Separate", corner_mask=False)
+    out = []
+    for ln in gen.lines(0.5):
+        pts = np.asarray(ln, dtype=float) - 1.0  # undo padding; contourpy gives (x=i, y=j)
+        if pts.shape[0] >= 2 and np.allclose(pts[0], pts[-1]):
+            pts = pts[:-1]
+        if pts.shape[0] >= 3:
+            # drop vertices in the middle of straight runs (same polygon, fewer points)
+            prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
+            d1, d2 = pts - prev, nxt - pts
+            cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+            straight = (np.abs(cross) < 1e-9) & (np.sum(d1 * d2, axis=1) > 0)
+            if np.count_nonzero(~straight) >= 3:
+                pts = pts[~straight]
+            out.append(pts)
+    return out
+
+
+def _fmt3(v: float) -> str:
+    s = f"{v:.3f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def add_roi(ds: Any, name: str, interpreted: str, color: tuple[int, int, int],
+            contours: Iterable[tuple[str, np.ndarray, str | None]], *, description: str = "") -> int:
+    """Append one ROI (its contours, display colour and observation) to a structure-set dataset.
+
+    ``contours`` yields ``(geometric type, (n, 3) points in mm, referenced CT SOP instance UID or None)``.
+    Returns the ROI number.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    number = max((int(r.ROINumber) for r in ds.StructureSetROISequence), default=0) + 1
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    roi.ROIName = name[:64]
+    if description:  # LO: at most 64 characters
+        roi.ROIDescription = description[:64]
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    ds.StructureSetROISequence.append(roi)
+    rc = Dataset()
+    rc.ROIDisplayColor = [int(c) for c in color]
+    rc.ReferencedROINumber = number
+    cseq = Sequence()
+    for ctype, pts, image_uid in contours:
+        c = Dataset()
+        if image_uid:
+            ci = Dataset()
+            ci.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+            ci.ReferencedSOPInstanceUID = image_uid
+            c.ContourImageSequence = Sequence([ci])
+        c.ContourGeometricType = ctype
+        c.NumberOfContourPoints = int(pts.shape[0])
+        if ctype == "CLOSED_PLANAR":
+            c[0x30060050] = raw_ds(0x30060050, [_fmt3(v) for v in pts.reshape(-1)])  # ContourData, fast
+        else:
+            c.ContourData = ds_list(pts)
+        cseq.append(c)
+    rc.ContourSequence = cseq
+    ds.ROIContourSequence.append(rc)
+    obs = Dataset()
+    obs.ObservationNumber = number
+    obs.ReferencedROINumber = number
+    obs.ROIObservationLabel = name[:16]
+    obs.RTROIInterpretedType = interpreted
+    obs.ROIInterpreter = ""
+    ds.RTROIObservationsSequence.append(obs)
+    return number
+
+
+def _mask_contours(s: Structure, ct: CTImage) -> Iterable[tuple[str, np.ndarray, str | None]]:
+    grid = ct.grid
+    ks = np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]
+    for k in ks:
+        for poly in _slice_contours(s.mask[k]):
+            xyz = grid.index_to_world(np.column_stack([poly, np.full(poly.shape[0], float(k))]))
+            yield "CLOSED_PLANAR", xyz, (ct.sop_instance_uids[k] if ct.sop_instance_uids else None)
+
+
+def structure_set_dataset(
+    structures: StructureSet | Iterable[Structure],
+    ct: CTImage,
+    *,
+    sop_uid: str,
+    series_uid: str,
+    patient: Mapping[str, str],
+    when: _dt.datetime,
+    label: str = "seedplan",
+    description: str = "seedplan structures",
+    colors: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Any:
+    """An RTSTRUCT dataset referencing the CT series, with one contoured ROI per structure (on the CT grid)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    structs = list(structures.values()) if isinstance(structures, StructureSet) else list(structures)
+    for s in structs:
+        if not s.grid.same_geometry(ct.grid):
+            raise GeometryError(f"structure {s.name!r} is not on the CT grid; resample it with "
+                                "Structure.resampled(ct.grid) first")
+    ds = new_dataset(RT_STRUCTURE_SET_STORAGE, sop_uid, "RTSTRUCT", series_uid=series_uid, series_number=100,
+                     patient=patient, when=when, description=description,
+                     frame_of_reference_uid=ct.frame_of_reference_uid)
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    ds.StructureSetDate, ds.StructureSetTime = ds.SeriesDate, ds.SeriesTime
+    contour_images = Sequence()
+    for u in ct.sop_instance_uids:
+        ci = Dataset()
+        ci.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        ci.ReferencedSOPInstanceUID = u
+        contour_images.append(ci)
+    se = Dataset()
+    se.SeriesInstanceUID = ct.series_uid
+    se.ContourImageSequence = contour_images
+    st = Dataset()
+    st.ReferencedSOPClassUID = STUDY_COMPONENT_SOP_CLASS
+    st.ReferencedSOPInstanceUID = patient["StudyInstanceUID"]
+    st.RTReferencedSeriesSequence = Sequence([se])
+    fr = Dataset()
+    fr.FrameOfReferenceUID = ct.frame_of_reference_uid
+    fr.RTReferencedStudySequence = Sequence([st])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([fr])
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    ds.RTROIObservationsSequence = Sequence()
+    for s in structs:
+        add_roi(ds, s.name, ROLE_INTERPRETED_TYPES[s.role], (colors or {}).get(s.name, ROLE_COLORS[s.role]),
+                _mask_contours(s, ct), description=f"derived: {s.derived}" if s.derived else "")
+    return ds
+
+
+def write_rtstruct(
+    structures: StructureSet | Iterable[Structure],
+    ct: CTImage,
+    path: str | os.PathLike[str],
+    *,
+    label: str = "seedplan",
+    uid_seed: Any = None,
+    colors: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Path:
+    """Write structures as a DICOM RTSTRUCT referencing the CT series.
+
+    Parameters
+    ----------
+    structures : StructureSet or iterable of Structure
+        Structures on the CT grid.
+    ct : CTImage
+        The referenced CT, with its series and frame-of-reference UIDs (as
+        :func:`~seedplan.io.dicom.write_ct_dicom_series` or
+        :func:`~seedplan.imaging.load_ct` return it).
+    path : path-like
+        Output file (written atomically).
+    label : str
+        StructureSetLabel.
+    uid_seed : any, optional
+        Derive the RTSTRUCT's SOPInstanceUID/SeriesInstanceUID (and a fixed date) from it.
+    colors : mapping name -> (r, g, b), optional
+        Display colours.
+    """
+    from pydicom.uid import generate_uid
+
+    missing = [n for n, v in (("series", ct.series_uid), ("frame of reference", ct.frame_of_reference_uid)) if not v]
+    if missing:
+        raise InputError(
+            f"write_rtstruct({path}): the CT has no {' / '.join(missing)} UID; write it with "
+            "write_ct_dicom_series() first (it returns the CT with its UIDs)"
+        )
+    fixed = uid_seed is not None
+    sop_uid = deterministic_uid("seedplan", uid_seed, "rtstruct") if fixed else str(generate_uid())
+    series = deterministic_uid("seedplan", uid_seed, "rtseries") if fixed else str(generate_uid())
+    when = _dt.datetime(2026, 1, 1, 12) if fixed else _dt.datetime.now().replace(microsecond=0)
+    patient = {"PatientName": "Seedplan^Phantom" if ct.patient_id is None else str(ct.patient_id),
+               "PatientID": ct.patient_id or "SEEDPLAN",
+               "StudyInstanceUID": ct.study_uid or deterministic_uid("seedplan", "study-of", ct.series_uid)}
+    ds = structure_set_dataset(structures, ct, sop_uid=sop_uid, series_uid=series, patient=patient, when=when,
+                               label=label, colors=colors)
+    return save_dataset(ds, path, "RTSTRUCT")
+
+
+def export_rtstruct(
+    plan: Plan,
+    ct: CTImage,
+    structures: StructureSet | None,
+    path: str | os.PathLike[str],
+    *,
+    include_seeds: bool = True,
+    sop_instance_uid: str | None = None,
+    ct_source: str | os.PathLike[str] | None = None,
+) -> DicomExport:
+    """Write the case's structures plus the needles (and seeds) as an RTSTRUCT.
+
+    Parameters
+    ----------
+    plan : Plan
+    ct : CTImage
+        The planning CT; structures must lie on its grid.
+    structures : StructureSet or None
+        Targets, organs at risk... (None: needles and seeds only).
+    path : path-like
+        Output file, written atomically.
+    include_seeds : bool
+        Add the ROI ``seeds`` (one POINT contour per seed, MARKER).
+    sop_instance_uid : str, optional
+        Default ``plan_uids(plan)["rtstruct"]`` (what :func:`~seedplan.io.dicom.export_rtplan` references).
+    ct_source : path-like, optional
+        CT folder/file to copy patient and study attributes from.
+
+    Returns
+    -------
+    DicomExport
+        ``info``: ``roi_numbers`` (name -> number), ``needle_roi_numbers``
+        (needle number -> ROI number), ``target_roi_number`` (or None).
+
+    Notes
+    -----
+    Needle ROIs are ``needle_N1``, ``needle_N2``... (BRACHY_CHANNEL, an
+    OPEN_NONPLANAR entry -> tip line); vertebroplasty needles
+    ``pvp_needle_<side>`` (interpreted type empty: no defined term fits).
+    """
+    what = f"export_rtstruct({path})"
+    require_ct_uids(ct, what)
+    if not isinstance(plan, Plan):
+        raise InputError(f"{what}: plan must be a seedplan Plan, got {type(plan).__name__}")
+    structs = StructureSet() if structures is None else structures
+    if not isinstance(structs, StructureSet):
+        structs = StructureSet(structs)
+    uids = plan_uids(plan)
+    sop_uid = sop_instance_uid or uids["rtstruct"]
+    patient = patient_study(ct, ct_source if ct_source is not None else case_ct_path(plan))
+    ds = structure_set_dataset(structs, ct, sop_uid=sop_uid, series_uid=uids["rtstruct_series"], patient=patient,
+                               when=_dt.datetime.now().replace(microsecond=0), label="seedplan plan",
+                               description="seedplan structures, needles and seeds")
+    roi_numbers = {str(r.ROIName): int(r.ROINumber) for r in ds.StructureSetROISequence}
+    target_roi = next((roi_numbers[s.name[:64]] for s in structs.values()
+                       if s.role is Role.TARGET and s.name[:64] in roi_numbers), None)
+
+    def unique(name: str) -> str:
+        out, n = name[:60], 2
+        while out in roi_numbers:
+            out, n = f"{name[:60]}_{n}", n + 1
+        return out
+
+    def line(n: Any) -> list[tuple[str, np.ndarray, None]]:
+        return [("OPEN_NONPLANAR", np.array([n.entry_mm, n.tip_mm], dtype=float), None)]
+
+    def add(name: str, interpreted: str, color: tuple[int, int, int], contours: Any) -> int:
+        name = unique(name)
+        roi_numbers[name] = add_roi(ds, name, interpreted, color, contours)
+        return roi_numbers[name]
+
+    needle_rois = {i: add(f"needle_{Plan.needle_name(i)}", "BRACHY_CHANNEL", (255, 255, 0), line(n))
+                   for i, n in enumerate(plan.needles, start=1)}
+    for i, n in enumerate(plan.pvp_needles, start=1):
+        add(f"pvp_needle_{n.label or i}", "", (255, 182, 193), line(n))
+    if include_seeds and plan.n_seeds:
+        add("seeds", "MARKER", (255, 128, 0),
+            [("POINT", np.asarray(p, dtype=float).reshape(1, 3), None) for p in plan.positions_mm])
+    out = save_dataset(ds, path, "RTSTRUCT")
+    return DicomExport(out, RT_STRUCTURE_SET_STORAGE, sop_uid, uids["rtstruct_series"],
+                       {"roi_numbers": dict(roi_numbers), "needle_roi_numbers": needle_rois,
+                        "target_roi_number": target_roi})

@@ -1,0 +1,330 @@
+"""How a plan is made: the needle constraints and the planning options (values recorded in the plan).
+
+The planner (:mod:`seedplan.planning`) reads them; the case file's
+``planning`` block is a :class:`PlanningOptions`; the plan file keeps the
+options it was made with, so a re-plan in the CT room starts from the same
+settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .. import _validate as v
+from ..errors import InputError
+
+__all__ = ["NeedleConstraints", "PlanningOptions", "DEFAULT_MARGINS_MM", "CEMENT_MODEL_NAMES", "BONE_MIN_HU"]
+
+#: Default safety margins (mm) per forbidden structure (clinical_planning.md 4:
+#: canal/dura 3-5 mm, aorta/IVC 5 mm; kidney 5 mm).  Unknown names use
+#: ``NeedleConstraints.default_margin_mm``.
+DEFAULT_MARGINS_MM: Mapping[str, float] = MappingProxyType(
+    {
+        "spinal_canal": 5.0,
+        "canal": 5.0,
+        "cord": 5.0,
+        "spinal_cord": 5.0,
+        "dura": 5.0,
+        "cauda_equina": 5.0,
+        "aorta": 5.0,
+        "ivc": 5.0,
+        "kidney_left": 5.0,
+        "kidney_right": 5.0,
+        "kidney": 5.0,
+    }
+)
+
+#: Volume models of the planned cement (:data:`seedplan.planning.cement.CEMENT_MODELS`).
+CEMENT_MODEL_NAMES = ("combined", "pvp")
+
+#: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
+BONE_MIN_HU = 250.0
+
+
+@dataclass(frozen=True)
+class NeedleConstraints:
+    """Hard limits and soft-cost weights of the needle planner.
+
+    Parameters
+    ----------
+    max_depth_mm : float
+        Usable needle length skin->tip (15 cm usable of an 18G needle, section 4).
+    max_axial_tilt_deg : float
+        Largest cranio-caudal tilt (angle to the axial plane), a gantry-tilt-like limit.
+    max_angle_from_vertical_deg : float
+        Largest in-plane angle from the AP direction (section 4: <= 45-60 deg).
+    margins_mm : mapping of str to float, optional
+        Safety margin per forbidden structure; overrides :data:`DEFAULT_MARGINS_MM`.
+    default_margin_mm : float
+        Margin for structures not named anywhere.
+    min_needle_distance_mm : float
+        Minimum distance between the in-target parts of two needles (1.0 cm, section 1.4).
+    min_entry_distance_mm : float
+        Minimum distance between two skin entry points (template hole pitch).
+    min_track_distance_mm : float
+        Minimum distance between two whole needles, skin to tip, so that
+        non-coplanar needles never touch outside the target.
+    allow_bone_drill : bool
+        If False, bone outside ``bone_allowed`` is a hard obstacle (cleared by ``bone_margin_mm``).
+    bone_margin_mm : float
+        Clearance from forbidden-bone voxel centres (needle radius + rounding).
+    tip_inset_mm : float
+        Tip distance inside the distal target edge (first seed ~5 mm inside, section 3).
+    min_chord_mm : float
+        Minimum target length a seed needle must host.
+    coverage_radius_mm : float
+        A target point is covered when within this distance of a needle track.
+    coverage_goal : float
+        Automatic needle count stops at this covered fraction ...
+    min_gain_fraction : float
+        ... or when the next needle adds less than this fraction.
+    max_needles : int
+        Upper bound on the automatic needle count.
+    direction_step_deg : float
+        Angular sampling step of candidate directions (2-5 deg).
+    line_pitch_mm : float
+        Spacing of parallel candidate lines per direction (free mode).
+    template_hole_pitch_mm : float
+        Hole pitch of the coplanar template (5 mm, section 1.4).
+    w_length_per_mm, w_angle_per_deg, w_tilt_per_deg, w_clearance_mm, w_bone_per_mm, w_target_per_mm : float
+        Weights of the cost J (see module docstring): per mm of depth, per
+        degree from the AP axis, per degree of cranio-caudal tilt, times
+        1/clearance summed over structures, per mm of bone, per mm of target chord.
+    w_cost_vs_coverage : float
+        Needle-set objective: 100 * coverage gain - this * J.
+    """
+
+    max_depth_mm: float = 150.0
+    max_axial_tilt_deg: float = 20.0
+    max_angle_from_vertical_deg: float = 60.0
+    margins_mm: Mapping[str, float] = field(default_factory=dict)
+    default_margin_mm: float = 5.0
+    min_needle_distance_mm: float = 10.0
+    min_entry_distance_mm: float = 5.0
+    min_track_distance_mm: float = 3.0
+    allow_bone_drill: bool = False
+    bone_margin_mm: float = 1.0
+    tip_inset_mm: float = 5.0
+    min_chord_mm: float = 5.0
+    coverage_radius_mm: float = 8.0
+    coverage_goal: float = 0.95
+    min_gain_fraction: float = 0.01
+    max_needles: int = 20
+    direction_step_deg: float = 4.0
+    line_pitch_mm: float = 4.0
+    template_hole_pitch_mm: float = 5.0
+    w_length_per_mm: float = 0.05
+    w_angle_per_deg: float = 0.1
+    w_tilt_per_deg: float = 1.0
+    w_clearance_mm: float = 10.0
+    w_bone_per_mm: float = 0.5
+    w_target_per_mm: float = 0.2
+    w_cost_vs_coverage: float = 0.1
+
+    def __post_init__(self) -> None:
+        pos = [
+            "max_depth_mm",
+            "direction_step_deg",
+            "line_pitch_mm",
+            "template_hole_pitch_mm",
+            "coverage_radius_mm",
+        ]
+        nonneg = [
+            "default_margin_mm",
+            "min_needle_distance_mm",
+            "min_entry_distance_mm",
+            "min_track_distance_mm",
+            "bone_margin_mm",
+            "tip_inset_mm",
+            "min_chord_mm",
+            "min_gain_fraction",
+            "w_length_per_mm",
+            "w_angle_per_deg",
+            "w_tilt_per_deg",
+            "w_clearance_mm",
+            "w_bone_per_mm",
+            "w_target_per_mm",
+            "w_cost_vs_coverage",
+            "max_axial_tilt_deg",
+            "max_angle_from_vertical_deg",
+        ]
+        for name in pos + nonneg:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InputError(f"NeedleConstraints.{name} must be a finite number, got {v!r}")
+            if (name in pos and v <= 0) or v < 0:
+                raise InputError(f"NeedleConstraints.{name} must be {'> 0' if name in pos else '>= 0'}, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.max_axial_tilt_deg >= 90 or self.max_angle_from_vertical_deg >= 90:
+            raise InputError("max_axial_tilt_deg and max_angle_from_vertical_deg must be < 90")
+        if not 0 < self.coverage_goal <= 1:
+            raise InputError(f"coverage_goal must be in (0, 1], got {self.coverage_goal!r}")
+        if not isinstance(self.max_needles, int) or self.max_needles < 1:
+            raise InputError(f"max_needles must be an integer >= 1, got {self.max_needles!r}")
+        if not isinstance(self.allow_bone_drill, bool):
+            raise InputError(f"allow_bone_drill must be a bool, got {self.allow_bone_drill!r}")
+        margins = {}
+        for k, v in dict(self.margins_mm).items():
+            if not isinstance(k, str) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"margins_mm must map structure names to finite margins >= 0 mm, got {k!r}: {v!r}")
+            margins[k] = float(v)
+        object.__setattr__(self, "margins_mm", MappingProxyType(margins))
+
+    def __hash__(self) -> int:  # mappingproxy is unhashable; hash the plain items
+        return hash(tuple((k, getattr(self, k)) for k in self.__dataclass_fields__ if k != "margins_mm"))
+
+    def margin_for(self, name: str) -> float:
+        """Safety margin (mm) applied to the forbidden structure ``name``."""
+        if name in self.margins_mm:
+            return self.margins_mm[name]
+        return float(DEFAULT_MARGINS_MM.get(name, self.default_margin_mm))
+
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (exact round trip with :meth:`from_dict`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["margins_mm"] = dict(self.margins_mm)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "needle_constraints") -> "NeedleConstraints":
+        """Build from a mapping; unknown keys are refused by name."""
+        return cls(**_known_keys(cls, data, where))
+
+
+def _known_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
+    v.mapping(data, where)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                         f"valid keys: {', '.join(sorted(known))}")
+    return dict(data)
+
+
+def _default_constraints() -> NeedleConstraints:
+    return NeedleConstraints(coverage_radius_mm=5.0)
+
+
+@dataclass(frozen=True)
+class PlanningOptions:
+    """Settings of the automatic chain that are not part of the prescription.
+
+    Attributes
+    ----------
+    needle_mode : {"free", "coplanar"}
+        Non-coplanar needles (3D-printed individual template) or parallel needles on a template grid.
+    needle_constraints : NeedleConstraints
+        Needle limits; its ``min_needle_distance_mm`` is replaced by the prescription's.
+    min_seed_distance_mm : float
+        Minimum distance between seeds on different needles (crossing tracks).
+    formalism : {"2D", "1D", "1D-point"}
+    bone_min_hu : float
+        Bone threshold for needle paths.
+    dose_spacing_mm : float
+        Spacing of the exported dose grid.
+    dose_margin_mm : float
+        Margin of the dose grid around the target and the seeds.
+    sample_points_per_mm3 : float
+        Density of target/OAR samples for the optimiser.
+    calibration_date, implant_date : str, optional
+        ISO dates (default: today for both).
+    rng_seed : int
+        Seed of every randomised step (deterministic plans).
+    pvp_approach : {"transpedicular", "parapedicular"} or None
+        Also plan the vertebroplasty needles into the treated vertebral body
+        (None: skip, and no cement).
+    pvp_bilateral : bool
+        Bipedicular (one needle per side, the default) or unipedicular (one
+        needle aimed at the midline).  When one side is blocked, a bipedicular
+        request falls back to a single needle, with a warning.
+    cement : bool
+        Plan and simulate the cement from the vertebroplasty needle tips.
+    cement_volume_mL : float, optional
+        Inject this volume instead of the recommended one.
+    cement_model : {"combined", "pvp"}
+        Volume model (:data:`~seedplan.planning.cement.CEMENT_MODELS`):
+        ``"combined"`` (seeds treat the lesion, cement restores strength,
+        1-5 mL) or ``"pvp"`` (vertebroplasty alone, cavity filled, 2-9 mL).
+    cement_material : str
+        A :data:`~seedplan.dose.materials.CEMENT_MATERIALS` key; the default
+        30 wt% BaSO4 is a stand-in: enter the product actually used.
+    cement_seed_margin_mm : float
+        Seeds stay this far outside radiopaque cement.
+    heterogeneity : bool
+        Also evaluate the dose with the cement/bone primary-attenuation
+        correction (:mod:`seedplan.dose.heterogeneity`) when cement is planned.
+    """
+
+    needle_mode: str = "free"
+    needle_constraints: NeedleConstraints = field(default_factory=_default_constraints)
+    min_seed_distance_mm: float = 6.0
+    formalism: str = "2D"
+    bone_min_hu: float = BONE_MIN_HU
+    dose_spacing_mm: float = 1.0
+    dose_margin_mm: float = 25.0
+    sample_points_per_mm3: float = 0.5
+    calibration_date: str | None = None
+    implant_date: str | None = None
+    rng_seed: int = 0
+    pvp_approach: str | None = "transpedicular"
+    pvp_bilateral: bool = True
+    cement: bool = True
+    cement_volume_mL: float | None = None
+    cement_model: str = "combined"
+    cement_material: str = "pmma-baso4-30"
+    cement_seed_margin_mm: float = 1.0
+    heterogeneity: bool = True
+
+    def __post_init__(self) -> None:
+        from ..dose.materials import cement_material
+
+        set_ = lambda k, x: object.__setattr__(self, k, x)  # noqa: E731
+        v.choice(self.needle_mode, "needle_mode", ("free", "coplanar"))
+        if isinstance(self.needle_constraints, Mapping):
+            set_("needle_constraints", NeedleConstraints.from_dict(self.needle_constraints))
+        elif not isinstance(self.needle_constraints, NeedleConstraints):
+            raise InputError(f"needle_constraints must be a NeedleConstraints or a mapping, got "
+                             f"{type(self.needle_constraints).__name__}")
+        set_("min_seed_distance_mm", v.number(self.min_seed_distance_mm, "min_seed_distance_mm", lo=0.0, hi=50.0))
+        v.choice(self.formalism, "formalism", ("2D", "1D", "1D-point"))
+        set_("bone_min_hu", v.number(self.bone_min_hu, "bone_min_hu", lo=-1000.0, hi=3000.0))
+        set_("dose_spacing_mm", v.number(self.dose_spacing_mm, "dose_spacing_mm", lo=0.1, hi=10.0))
+        set_("dose_margin_mm", v.number(self.dose_margin_mm, "dose_margin_mm", lo=0.0, hi=200.0))
+        set_("sample_points_per_mm3", v.number(self.sample_points_per_mm3, "sample_points_per_mm3", lo=0.0,
+                                               hi=64.0, lo_open=True))
+        for k in ("calibration_date", "implant_date"):
+            if getattr(self, k) is not None:
+                v.iso_date(getattr(self, k), k)
+        v.integer(self.rng_seed, "rng_seed", lo=0)
+        v.choice(self.pvp_approach, "pvp_approach", ("transpedicular", "parapedicular", None))
+        for k in ("cement", "heterogeneity", "pvp_bilateral"):
+            v.flag(getattr(self, k), f"planning option {k}")
+        if self.cement_volume_mL is not None:
+            set_("cement_volume_mL", v.number(self.cement_volume_mL, "cement_volume_mL (a volume in mL, or null "
+                                              "to use the recommendation)", lo=0.0, lo_open=True))
+        v.choice(self.cement_model, "cement_model", CEMENT_MODEL_NAMES)
+        cement_material(self.cement_material)
+        set_("cement_seed_margin_mm", v.number(self.cement_seed_margin_mm, "cement_seed_margin_mm", lo=0.0, hi=20.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (exact round trip with :meth:`from_dict`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["needle_constraints"] = self.needle_constraints.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "planning") -> "PlanningOptions":
+        """Build from a mapping (a case file's ``planning`` block); unknown keys are refused by name."""
+        kw = _known_keys(cls, data, where)
+        if "needle_constraints" in kw:
+            kw["needle_constraints"] = NeedleConstraints.from_dict(kw["needle_constraints"],
+                                                                   f"{where}.needle_constraints")
+        try:
+            return cls(**kw)
+        except InputError as exc:
+            raise type(exc)(f"{where}: {exc}") from None

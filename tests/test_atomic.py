@@ -105,6 +105,14 @@ def earlier(work: Path) -> Path:
     return out
 
 
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM with its default action, as in a fresh seedplan process (whatever the test runner set)."""
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, saved)
+
+
 @pytest.fixture(params=["exchange", "fallback"])
 def swap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the one-step exchange (Linux) and with the two-rename fallback."""
@@ -336,7 +344,8 @@ def test_sigkill_while_writing_leaves_only_hidden_siblings_that_the_next_run_rem
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("step", ["lock", "staging folder", "temporary file", "swap"])
-def test_a_signal_as_a_critical_step_ends_is_raised_after_it_and_cleaned_up(work, earlier, monkeypatch, sig, step):
+def test_a_signal_as_a_critical_step_ends_is_raised_after_it_and_cleaned_up(work, earlier, monkeypatch, sig, step,
+                                                                           default_sigterm):
     where = {"lock": (_atomic._FolderLock, "acquire"), "staging folder": (_atomic, "_make_sibling_dir"),
              "temporary file": (_atomic, "_create_temp_file"), "swap": (_atomic, "_swap")}
     owner, name = where[step]
@@ -357,6 +366,22 @@ def test_a_signal_as_a_critical_step_ends_is_raised_after_it_and_cleaned_up(work
     else:
         assert snapshot(earlier) == before
     assert leftovers(work) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_as_a_single_temporary_file_is_created_leaves_no_file(work, monkeypatch, sig, default_sigterm):
+    real = _atomic._create_temp_file
+
+    def interrupted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        signal.getsignal(sig)(sig, None)
+        return result
+
+    monkeypatch.setattr(_atomic, "_create_temp_file", interrupted)
+    (work / "plan.json").write_text("earlier")
+    with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else Terminated):
+        write_text_atomic(work / "plan.json", "new")
+    assert os.listdir(work) == ["plan.json"] and (work / "plan.json").read_text() == "earlier"
 
 
 # ------------------------------------------------------------------ two runs at once
@@ -390,6 +415,48 @@ def test_busy_error_names_the_folder_and_the_holder(work, earlier):
     assert isinstance(info.value, SeedplanError) and "\n" not in message
     assert message.startswith(f"{earlier.resolve()}: another seedplan run (pid {os.getpid()} ")
     assert_complete(earlier, "new")
+    assert leftovers(work) == []
+
+
+def test_a_lock_file_replaced_while_locking_is_not_trusted(work, earlier, monkeypatch):
+    """The race of removable lock files: between our open and our flock, the holder removes the file
+    and a third run creates and locks a new one; the lock we then get is on a removed file."""
+    import fcntl
+
+    real_flock = fcntl.flock
+    lock_file = work / ".out.seedplan-lock"
+    lock_file.write_text("")
+    third: list[int] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not third:
+            lock_file.unlink()
+            third.append(os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666))
+            real_flock(third[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    before = snapshot(earlier)
+    try:
+        with pytest.raises(OutputBusyError):
+            with atomic_folder(earlier) as staging:
+                write_outputs(staging, "new")
+    finally:
+        os.close(third[0])
+    assert snapshot(earlier) == before
+
+
+def test_without_lock_support_the_run_goes_on_with_a_warning(work, earlier, monkeypatch, caplog):
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with atomic_folder(earlier) as staging:
+        write_outputs(staging, "new")
+    assert_complete(earlier, "new")
+    assert "without a lock" in caplog.text
     assert leftovers(work) == []
 
 

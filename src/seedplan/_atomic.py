@@ -41,7 +41,8 @@ Rules for the code inside the ``with``:
   the earlier folder: replace them (:func:`atomic_path`,
   :func:`write_text_atomic`, or unlink first), never open an existing one for
   writing in place, or the earlier folder changes too.  Pass ``link=False``
-  for real copies.
+  for real copies.  Temporary files left in the earlier folder by killed
+  writers (``.NAME.XXXXXXXX.tmp*``) are not copied.
 * Without ``update`` the new folder replaces the earlier one as a whole: files
   of the earlier folder that the run does not write are gone afterwards.
 
@@ -63,11 +64,14 @@ any exception in the body (disk full...)    staging removed, ``path`` byte-ident
                                             exception propagates unchanged
 SIGINT                                      ``KeyboardInterrupt``: as above
 SIGTERM, SIGHUP                             :class:`Terminated` (a ``SystemExit`` with status
-                                            128 + signal): as above, then the process exits
+                                            128 + signal): as above; uncaught, the process
+                                            exits quietly with status 143 (SIGTERM)
 SIGINT / SIGTERM during the swap            deferred until the swap is done: ``path`` is the
                                             complete new folder, then the exception is raised
 a second run into the same folder           :class:`~seedplan.errors.OutputBusyError` at once
-SIGKILL, power loss, crash of the machine   see below
+SIGKILL while writing                       ``path`` untouched; the staging folder and the lock
+                                            file stay hidden until the next run removes them
+SIGKILL, power loss inside the swap         see below
 ==========================================  ==================================================
 
 The swap.  On Linux the staging folder and ``path`` are exchanged in one
@@ -409,11 +413,12 @@ class _FolderLock:
 
         if fcntl is None:  # pragma: no cover - Windows
             return
+        flags = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o666)
             except PermissionError:  # a lock file left by another user: flock works on a read-only file
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(self.path, os.O_RDONLY | flags)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -424,6 +429,8 @@ class _FolderLock:
                 ) from None
             except OSError as exc:  # no lock support on this file system
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
                 _log.warning("cannot lock %s (%s); writing %s without a lock",
                              self.path, exc.strerror or exc, self.dest)
                 return

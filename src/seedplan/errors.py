@@ -39,3 +39,7 @@ class FileFormatError(SeedplanError, ValueError):
 
 class PlanningError(SeedplanError):
     """Planning cannot produce a plan (no feasible needle path, empty target...)."""
+
+
+class OutputBusyError(SeedplanError):
+    """Another seedplan run is writing the same output folder (its lock is held)."""

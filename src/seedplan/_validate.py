@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 
-__all__ = ["number", "integer", "flag", "choice", "vector", "points", "iso_date", "mapping", "text"]
+__all__ = ["number", "array", "integer", "flag", "choice", "vector", "points", "iso_date", "mapping", "text"]
 
 
 def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
@@ -50,6 +50,22 @@ def number(value: Any, name: str, *, lo: float | None = None, hi: float | None =
     if low or high:
         raise InputError(f"{name} must be {_range_text(lo, hi, lo_open, hi_open)}, got {value!r}")
     return v
+
+
+def array(value: Any, name: str, *, lo: float | None = None, lo_open: bool = False, unit: str = "") -> np.ndarray:
+    """A number or an array of finite real numbers, each ``>= lo`` (``> lo`` with ``lo_open``), as float64."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise InputTypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__} {value!r}")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise InputTypeError(f"{name} must be a number or an array of real numbers, got {arr.dtype} values")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} must be finite, got {value!r}")
+    if lo is not None and np.any(arr <= lo if lo_open else arr < lo):
+        raise InputError(f"{name} must be {'>' if lo_open else '>='} {lo:g}{(' ' + unit) if unit else ''}, "
+                         f"got {value!r}")
+    return arr
 
 
 def integer(value: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:

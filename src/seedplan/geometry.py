@@ -18,23 +18,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _validate as v
 from .errors import GeometryError, InputError
 
 __all__ = ["Grid"]
 
 
 def _vector3(value: Any, name: str, *, positive: bool = False) -> tuple[float, float, float]:
-    try:
-        arr = np.asarray(value, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be 3 numbers, got {value!r}") from None
-    if arr.shape != (3,):
-        raise InputError(f"{name} must have 3 components (x, y, z), got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} must be finite, got {arr.tolist()}")
-    if positive and np.any(arr <= 0):
-        raise InputError(f"{name} must be > 0 in every component, got {arr.tolist()}")
-    return (float(arr[0]), float(arr[1]), float(arr[2]))
+    out = v.vector(value, name)
+    if positive and min(out) <= 0:
+        raise InputError(f"{name} must be > 0 in every component, got {list(out)}")
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, init=False)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as v
 from ..errors import InputError
 
 __all__ = ["DVH", "dose_covering"]
@@ -53,16 +54,6 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.setflags(write=False)
     return a
-
-
-def _finite_number(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    return v
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +158,7 @@ class DVH:
         percent : float
             In [0, 100]; ``D(90)`` is D90, ``D(100)`` the minimum, ``D(0)`` the maximum.
         """
-        p = _finite_number(percent, "percent")
+        p = v.number(percent, "percent")
         if not 0.0 <= p <= 100.0:
             raise InputError(f"percent must be in [0, 100], got {percent!r}")
         return self._dose_at_volume(p / 100.0 * self.volume_cm3)
@@ -179,14 +170,12 @@ class DVH:
         returned (the hottest v cm^3 cannot be formed; callers that care
         should compare with :attr:`volume_cm3`).
         """
-        v = _finite_number(volume_cm3, "volume_cm3")
-        if v < 0:
-            raise InputError(f"volume_cm3 must be >= 0, got {volume_cm3!r}")
-        return self._dose_at_volume(min(v, self.volume_cm3))
+        vol = v.number(volume_cm3, "volume_cm3", lo=0.0)
+        return self._dose_at_volume(min(vol, self.volume_cm3))
 
     def V_cc(self, dose_Gy: float) -> float:
         """Volume (cm^3) receiving at least ``dose_Gy``."""
-        d = _finite_number(dose_Gy, "dose_Gy")
+        d = v.number(dose_Gy, "dose_Gy")
         # number of samples with dose >= d (dose_Gy is sorted decreasing)
         n = int(np.searchsorted(-self.dose_Gy, -d, side="right"))
         return float(self.cum_volume_cm3[n - 1]) if n > 0 else 0.0
@@ -221,7 +210,7 @@ class DVH:
         """
         if bins_Gy is None:
             if reference_dose_Gy is not None:
-                ref = _finite_number(reference_dose_Gy, "reference_dose_Gy")
+                ref = v.number(reference_dose_Gy, "reference_dose_Gy")
                 if ref <= 0:
                     raise InputError(f"reference_dose_Gy must be > 0, got {reference_dose_Gy!r}")
                 step = 0.01 * ref

@@ -16,9 +16,8 @@ All indices are fractions, V* values are in % of the structure volume.
 
 from __future__ import annotations
 
-import math
-from typing import Any
 
+from .. import _validate as v
 from ..errors import InputError
 from .dvh import DVH
 
@@ -28,16 +27,6 @@ __all__ = ["target_indices", "oar_indices", "VREF_RTOL"]
 #: relative amount (sampling noise between two samplings) is raised to V_T,ref;
 #: a larger shortfall is an error.
 VREF_RTOL = 0.005
-
-
-def _num(value: Any, name: str, *, positive: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise InputError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
 
 
 def target_indices(
@@ -69,8 +58,8 @@ def target_indices(
     """
     if not isinstance(target, DVH):
         raise InputError(f"target must be a DVH, got {type(target).__name__}")
-    pd = _num(prescription_Gy, "prescription_Gy", positive=True)
-    v_ref = _num(v_ref_cm3, "v_ref_cm3")
+    pd = v.number(prescription_Gy, "prescription_Gy", lo=0.0, lo_open=True)
+    v_ref = v.number(v_ref_cm3, "v_ref_cm3", lo=0.0)
     vt = target.volume_cm3
     vt_ref = target.V_cc(pd)
     if v_ref < vt_ref:
@@ -99,7 +88,7 @@ def target_indices(
         "VT_ref_cm3": vt_ref,
     }
     if v_ref150_cm3 is not None:
-        v150 = _num(v_ref150_cm3, "v_ref150_cm3")
+        v150 = v.number(v_ref150_cm3, "v_ref150_cm3", lo=0.0)
         if v150 > v_ref * (1.0 + VREF_RTOL):
             raise InputError(
                 f"v_ref150_cm3 = {v150:.4g} cm^3 exceeds v_ref_cm3 = {v_ref:.4g} cm^3; "

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from .. import _validate as v
 
 __all__ = [
     "I125_HALF_LIFE_D",
@@ -44,26 +44,6 @@ I125_HALF_LIFE_D = 59.40
 DEFAULT_REPAIR_HALF_TIME_H = 1.5
 #: Default alpha/beta ratios (Gy), clinical_planning.md 1.3.
 ALPHA_BETA_DEFAULTS_GY = {"tumour": 10.0, "cord": 2.0}
-
-
-def _positive(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number or an array of numbers, got {value!r}") from None
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise InputError(f"{name} must be finite and > 0, got {value!r}")
-    return arr
-
-
-def _dose(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number or an array of numbers, got {value!r}") from None
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise InputError(f"{name} must be finite and >= 0 Gy")
-    return arr
 
 
 def _out(x: np.ndarray) -> Any:
@@ -94,18 +74,18 @@ def bed_permanent_Gy(
     float or ndarray
         BED in Gy (Gy_{alpha/beta}); a float for scalar input.
     """
-    d = _dose(dose_Gy, "dose_Gy")
-    ab = _positive(alpha_beta_Gy, "alpha_beta_Gy")
-    lam = np.log(2.0) / (float(_positive(half_life_d, "half_life_d")) * 24.0)  # 1/h
-    mu = np.log(2.0) / float(_positive(repair_half_time_h, "repair_half_time_h"))  # 1/h
+    d = v.array(dose_Gy, "dose_Gy", lo=0.0, unit='Gy')
+    ab = v.array(alpha_beta_Gy, "alpha_beta_Gy", lo=0.0, lo_open=True)
+    lam = np.log(2.0) / (float(v.array(half_life_d, "half_life_d", lo=0.0, lo_open=True)) * 24.0)  # 1/h
+    mu = np.log(2.0) / float(v.array(repair_half_time_h, "repair_half_time_h", lo=0.0, lo_open=True))  # 1/h
     r0 = d * lam  # initial dose rate, Gy/h
     return _out(d * (1.0 + r0 / ((mu + lam) * ab)))
 
 
 def eqd2_Gy(bed_Gy: Any, alpha_beta_Gy: Any) -> Any:
     """Equivalent dose in 2 Gy fractions: ``EQD2 = BED / (1 + 2 / (alpha/beta))``."""
-    b = _dose(bed_Gy, "bed_Gy")
-    ab = _positive(alpha_beta_Gy, "alpha_beta_Gy")
+    b = v.array(bed_Gy, "bed_Gy", lo=0.0, unit='Gy')
+    ab = v.array(alpha_beta_Gy, "alpha_beta_Gy", lo=0.0, lo_open=True)
     return _out(b / (1.0 + 2.0 / ab))
 
 

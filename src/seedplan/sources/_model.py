@@ -32,7 +32,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._atomic import read_json
-from ..errors import SeedModelError
+from .. import _validate as v
+from ..errors import InputError, SeedModelError
 
 FORMAT = "seedplan-seed-model/1"
 
@@ -179,12 +180,9 @@ class SeedModel:
 # ---------------------------------------------------------------- validation
 def _positive(value: Any, name: str) -> float:
     try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise SeedModelError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise SeedModelError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
+        return v.number(value, name, lo=0.0, lo_open=True)
+    except InputError as exc:  # a seed model's own error class, same message
+        raise SeedModelError(str(exc)) from None
 
 
 def _array(obj: Mapping[str, Any], key: str, where: str) -> np.ndarray:
@@ -448,8 +446,6 @@ def mCi_to_U(activity_mCi: Any, source: "str | SeedModel" = "6711") -> "float | 
     exposure-rate constant times W/e; override with
     :meth:`SeedModel.with_U_per_mCi`).
     """
-    from ..errors import InputError
-
     model = load_seed_model(source)
     a = np.asarray(activity_mCi, dtype=float)
     if not np.all(np.isfinite(a)) or np.any(a < 0):
@@ -460,8 +456,6 @@ def mCi_to_U(activity_mCi: Any, source: "str | SeedModel" = "6711") -> "float | 
 
 def U_to_mCi(strength_U: Any, source: "str | SeedModel" = "6711") -> "float | np.ndarray":
     """Convert air-kerma strength S_K (U) to apparent activity (mCi)."""
-    from ..errors import InputError
-
     model = load_seed_model(source)
     s = np.asarray(strength_U, dtype=float)
     if not np.all(np.isfinite(s)) or np.any(s < 0):

@@ -221,7 +221,8 @@ def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
     """
     from ..imaging.phantom import SpinePhantom
     from ..imaging.structures import write_label_map
-    from .dicom import write_ct_dicom_series, write_rtstruct
+    from .dicom.ct_series import write_ct_dicom_series
+    from .dicom.rtstruct import write_rtstruct
 
     if not isinstance(phantom, SpinePhantom):
         raise InputError(f"write_phantom_case needs a SpinePhantom, got {type(phantom).__name__}")

@@ -113,7 +113,7 @@ def test_view_writes_screenshots_without_a_display(demo_dir, tmp_path, monkeypat
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["view", str(demo_dir / "plan.json"), "--out", str(tmp_path), "--views", "superior,right"]) == 0
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["view3d_right.png", "view3d_superior.png"]
+    assert files == [".seedplan", "view3d_right.png", "view3d_superior.png"]  # the views and seedplan's marker
     im = np.asarray(Image.open(tmp_path / "view3d_superior.png").convert("RGB")).astype(int)
     assert im.shape == (750, 900, 3)
     # the 100 % isodose (red) is in the picture

@@ -53,30 +53,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- plan
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .io import format_plan_table, load_case
-    from .outputs import write_plan_outputs
+    from .outputs import final_path, output_folder, write_plan_outputs
     from .planning import plan_case
 
     log.info("loading case %s", args.case)
     case = load_case(args.case)
-    result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
-                       case_reference=case.reference)
-    files = write_plan_outputs(result, Path(args.out), ct=case.ct, structures=case.structures)
+    with output_folder(args.out, what="plan", inputs=(args.case, case.reference["ct"])) as staging:
+        result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
+                           case_reference=case.reference)
+        files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)
     print(format_plan_table(result.plan))
     for label, path in files.items():
-        print(f"{label}: {path}")
+        print(f"{label}: {final_path(path, staging, args.out)}")
     return 0
 
 
 # --------------------------------------------------------------------------- dose
 def _cmd_dose(args: argparse.Namespace) -> int:
-    from .errors import FileFormatError
+    from .errors import FileFormatError, InputError
     from .geometry import Grid
     from .io import load_plan_case, write_volume
-    from .outputs import write_metrics
+    from .outputs import final_path, output_folder, write_metrics
     from .plan import load_plan, plan_dose_grid, reevaluate_plan, save_plan
 
+    if args.update and args.out:
+        raise InputError("give either --out DIR (write the recomputed dose and metrics there) or --update (replace "
+                         "them in the plan's own folder), not both")
     plan = load_plan(args.plan)
-    out = Path(args.out) if args.out else Path(args.plan).resolve().parent
+    plan_file = Path(args.plan).resolve()
+    out = plan_file.parent if args.update else Path(args.out or plan_file.parent / "recomputed")
     try:
         case = load_plan_case(plan)
     except FileFormatError as exc:
@@ -89,17 +94,22 @@ def _cmd_dose(args: argparse.Namespace) -> int:
         hi = plan.positions_mm.max(axis=0) + 30.0
         reference = Grid.from_bounds(lo, hi, args.spacing_mm)
     log.info("recomputing the dose of %d seeds (%s, TG-43 %s)", plan.n_seeds, plan.seed_model.name, plan.formalism)
-    grid, dose = plan_dose_grid(plan, reference, spacing_mm=args.spacing_mm)
-    path = write_volume(grid, dose, out / "dose.nrrd")
-    print(f"dose: {path}  (max {dose.max():.1f} Gy on {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels)")
-    if case is not None:
-        _ev, results = reevaluate_plan(plan, case.ct, case.structures)
-        print(f"metrics: {write_metrics(results, out / 'metrics.json')}")
-        t = results.get("target", {})
-        if t:
-            print(f"target D90 {t['D90_Gy']:.1f} Gy, V100 {t['V100_pct']:.1f} %")
-        if args.update:
-            print(f"plan: {save_plan(plan.with_results(results), args.plan)}")
+    lines = []
+    with output_folder(out, update=args.update, what="recomputed dose") as staging:
+        grid, dose = plan_dose_grid(plan, reference, spacing_mm=args.spacing_mm)
+        path = write_volume(grid, dose, staging / "dose.nrrd")
+        lines.append(f"dose: {final_path(path, staging, out)}  (max {dose.max():.1f} Gy on "
+                     f"{grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels)")
+        if case is not None:
+            _ev, results = reevaluate_plan(plan, case.ct, case.structures)
+            lines.append(f"metrics: {final_path(write_metrics(results, staging / 'metrics.json'), staging, out)}")
+            t = results.get("target", {})
+            if t:
+                lines.append(f"target D90 {t['D90_Gy']:.1f} Gy, V100 {t['V100_pct']:.1f} %")
+            if args.update:
+                saved = save_plan(plan.with_results(results), staging / plan_file.name)
+                lines.append(f"plan: {final_path(saved, staging, out)}")
+    print("\n".join(lines))
     return 0
 
 
@@ -107,6 +117,7 @@ def _cmd_dose(args: argparse.Namespace) -> int:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from .imaging.phantom import make_spine_phantom
     from .io import write_phantom_case
+    from .outputs import final_path, output_folder
 
     log.info("building the spine phantom (level %s, %s mm)", args.level, args.spacing_mm)
     phantom = make_spine_phantom(
@@ -116,9 +127,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         lesion_type=args.lesion_type,
         include_thoracic=args.thoracic,
     )
-    written = write_phantom_case(phantom, Path(args.out))
+    with output_folder(args.out, what="phantom case") as staging:
+        written = write_phantom_case(phantom, staging)
     for label, path in written.items():
-        print(f"{label}: {path}")
+        print(f"{label}: {final_path(path, staging, args.out)}")
     return 0
 
 
@@ -136,13 +148,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
     from .io.dicom import export_plan_dicom
+    from .outputs import final_path, output_folder
     from .plan import load_plan
 
     plan = load_plan(args.plan)
     log.info("exporting %s as DICOM RT (%d-bit dose)", args.plan, args.bits)
-    files = export_plan_dicom(plan, Path(args.out), bits=args.bits, dose_spacing_mm=args.dose_spacing_mm)
+    with output_folder(args.out, what="DICOM export") as staging:
+        files = export_plan_dicom(plan, staging, bits=args.bits, dose_spacing_mm=args.dose_spacing_mm)
     for label, path in files.items():
-        print(f"{label}: {path}")
+        print(f"{label}: {final_path(path, staging, args.out)}")
     return 0
 
 
@@ -174,12 +188,15 @@ def _cmd_view(args: argparse.Namespace) -> int:
         log.info("opening the 3D view (close the window to exit)")
         show(plan, case.ct, structures, grid, dose, cement=cement)
         return 0
-    out = Path(args.out) if args.out else Path(args.plan).resolve().parent
+    plan_dir = Path(args.plan).resolve().parent
+    out = Path(args.out) if args.out else plan_dir
     if not args.screenshots:
         log.info("no display: writing screenshots instead of opening a window")
-    paths = render_views(plan, case.ct, structures, out, grid, dose, cement=cement, views=views)
+    # into the plan's folder: add the views beside the plan; elsewhere: a folder of views
+    with output_folder(out, update=out.resolve() == plan_dir, what="3D views") as staging:
+        paths = render_views(plan, case.ct, structures, staging, grid, dose, cement=cement, views=views)
     for view, path in paths.items():
-        print(f"{view}: {path}")
+        print(f"{view}: {final_path(path, staging, out)}")
     return 0
 
 
@@ -209,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("dose", help="recompute the dose (and metrics) of a saved plan")
     ds.add_argument("plan", help="plan.json")
-    ds.add_argument("--out", default=None, help="output folder (default: the plan's folder)")
+    ds.add_argument("--out", default=None, help="output folder (default: PLAN_FOLDER/recomputed)")
     ds.add_argument("--spacing-mm", type=float, default=1.0, help="dose grid spacing (default 1 mm)")
-    ds.add_argument("--update", action="store_true", help="store the recomputed metrics in the plan file")
+    ds.add_argument("--update", action="store_true",
+                    help="replace dose.nrrd, metrics.json and the plan's results in the plan's own folder")
     ds.set_defaults(func=_cmd_dose)
 
     ph = sub.add_parser("phantom", help="write the synthetic spine phantom as DICOM CT + RTSTRUCT + NIfTI labels")

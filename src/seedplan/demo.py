@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .io.case import load_case, write_phantom_case
 from .io.plan_table import format_plan_table
-from .outputs import write_plan_outputs
+from .outputs import final_path, output_folder, write_plan_outputs
 
 __all__ = ["run_demo"]
 
@@ -30,21 +30,27 @@ log = logging.getLogger("seedplan")
 
 def run_demo(out_dir: Path, *, level: str = "L3", lesion_diameter_mm: float = 30.0,
              lesion_type: str = "lytic") -> Path:
-    """Build the phantom, plan it, and write the outputs; returns the output folder."""
+    """Build the phantom, plan it, and write the outputs; returns the output folder.
+
+    The folder is written all-or-nothing (:func:`~seedplan.outputs.output_folder`):
+    a failed or interrupted demo leaves an earlier one as it was.
+    """
     from .imaging.phantom import make_spine_phantom
     from .planning import plan_case
 
     out = Path(out_dir)
-    log.info("building the spine phantom: %s, %s lesion of %g mm", level, lesion_type, lesion_diameter_mm)
-    ph = make_spine_phantom(level=level, lesion_diameter_mm=lesion_diameter_mm, lesion_type=lesion_type)
-    written = write_phantom_case(ph, out / "case")
-    case = load_case(written["case"])  # plan what a user would load: the exported DICOM CT and RTSTRUCT
-    reference = dict(case.reference)
-    reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type}
-    result = plan_case(case.ct, case.structures, case.prescription, options=case.planning, case_reference=reference)
-    files = write_plan_outputs(result, out, ct=case.ct, structures=case.structures)
+    with output_folder(out, what="demo") as staging:
+        log.info("building the spine phantom: %s, %s lesion of %g mm", level, lesion_type, lesion_diameter_mm)
+        ph = make_spine_phantom(level=level, lesion_diameter_mm=lesion_diameter_mm, lesion_type=lesion_type)
+        written = write_phantom_case(ph, staging / "case")
+        case = load_case(written["case"])  # plan what a user would load: the exported DICOM CT and RTSTRUCT
+        reference = dict(case.reference)
+        reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type}
+        result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
+                           case_reference=reference)
+        files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)
     print(format_plan_table(result.plan))
     print()
     for label, path in files.items():
-        print(f"{label}: {path}")
+        print(f"{label}: {final_path(path, staging, out)}")
     return out

@@ -2,21 +2,85 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from ._atomic import write_text_atomic
+from ._atomic import atomic_folder, write_text_atomic
+from .errors import InputError
 from .io.plan_table import write_plan_summary, write_plan_table_csv
 from .io.volumes import write_volume
 from .plan import plan_structures, save_plan
 
-__all__ = ["write_plan_outputs", "write_metrics", "write_dvh_csv", "metrics_json"]
+__all__ = ["output_folder", "write_plan_outputs", "write_metrics", "write_dvh_csv", "metrics_json", "MARKER"]
 
 log = logging.getLogger("seedplan")
+
+#: The file that marks a folder seedplan wrote (and may therefore replace as a whole).
+MARKER = ".seedplan"
+
+
+def _seedplan_folder(folder: Path) -> bool:
+    """True for a folder seedplan may replace: missing, empty, or written by seedplan (a plan or a DICOM export)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    return (not any(folder.iterdir()) or any((folder / f).is_file() for f in (MARKER, "plan.json", "RTPLAN.dcm")))
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike[str], *, update: bool = False, what: str = "output",
+                  inputs: tuple[str | os.PathLike[str], ...] = ()) -> Iterator[Path]:
+    """An output folder written all-or-nothing (:func:`seedplan._atomic.atomic_folder`).
+
+    Yields the staging folder; when the ``with`` body returns, it replaces ``out``
+    as a whole (``update``: starting from a copy of ``out``, for commands that add
+    or replace a few files).  A failed or interrupted run leaves ``out`` as it
+    was, and two runs into one folder cannot interleave.
+
+    Parameters
+    ----------
+    update : bool
+        Keep the files of ``out`` that this run does not write.
+    what : str
+        What the folder is, for messages ("output", "DICOM export"...).
+    inputs : paths
+        Files this run reads: refused when they lie inside ``out`` (replacing the
+        folder would delete them).
+
+    Raises
+    ------
+    InputError
+        ``out`` is an existing folder seedplan did not write (it would be replaced
+        as a whole), or it holds one of ``inputs``.
+    """
+    dest = Path(out)
+    real = Path(os.path.realpath(dest))
+    if not update:
+        for f in inputs:
+            if Path(os.path.realpath(f)).is_relative_to(real):
+                raise InputError(f"the {what} folder {dest} holds {f}, which this run reads; the folder is replaced "
+                                 "as a whole: choose another output folder")
+        if not _seedplan_folder(real):
+            raise InputError(f"the {what} folder {dest} exists and holds files seedplan did not write; it would be "
+                             "replaced as a whole: choose a new or empty folder")
+    with atomic_folder(real, update=update) as staging:
+        yield staging
+        write_text_atomic(staging / MARKER, f"written by seedplan: {what}\n")
+
+
+def final_path(path: Path, staging: Path, out: str | os.PathLike[str]) -> Path:
+    """Where ``path`` (written below ``staging``) is once the staging folder has replaced ``out``."""
+    try:
+        return Path(out) / Path(path).relative_to(staging)
+    except ValueError:
+        return Path(path)
 
 
 def _json_default(o: Any) -> Any:

@@ -1,4 +1,5 @@
-"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation and the spine phantom."""
+"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation, TotalSegmentator
+import and the spine phantom."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .structures import (
     write_label_map,
     write_rtstruct,
 )
+from .totalseg import TotalSegClass, load_totalsegmentator, totalseg_classes
 
 __all__ = [
     "CTImage",
@@ -46,4 +48,7 @@ __all__ = [
     "export_phantom_case",
     "vertebra_dimensions",
     "LEVELS",
+    "TotalSegClass",
+    "totalseg_classes",
+    "load_totalsegmentator",
 ]

@@ -1,8 +1,20 @@
-"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation, TotalSegmentator
-import and the spine phantom."""
+"""seedplan.imaging: CT loading/writing, structures, RTSTRUCT, segmentation, derived anatomy,
+TotalSegmentator import and the spine phantom."""
 
 from __future__ import annotations
 
+from .anatomy import (
+    SPINE_LEVELS,
+    adjacent_levels,
+    air_regions,
+    body_outline,
+    derive_anatomy,
+    normalize_level,
+    spinal_canal_levels,
+    thecal_sac,
+    vertebra_parts,
+    vertebra_parts_near,
+)
 from .ct import CTImage, deterministic_uid, load_ct, write_ct_dicom_series, write_ct_image
 from .phantom import LEVELS, SpinePhantom, export_phantom_case, make_spine_phantom, vertebra_dimensions
 from .segmentation import bone_masks, connected_components, dice, spinal_canal, vertebral_body_near
@@ -48,6 +60,16 @@ __all__ = [
     "export_phantom_case",
     "vertebra_dimensions",
     "LEVELS",
+    "SPINE_LEVELS",
+    "normalize_level",
+    "adjacent_levels",
+    "body_outline",
+    "air_regions",
+    "vertebra_parts",
+    "vertebra_parts_near",
+    "spinal_canal_levels",
+    "thecal_sac",
+    "derive_anatomy",
     "TotalSegClass",
     "totalseg_classes",
     "load_totalsegmentator",

@@ -1,9 +1,22 @@
-"""seedplan.imaging: the CT, structures (label maps, masks, RTSTRUCT), segmentation and the spine phantom.
+"""seedplan.imaging: the CT, structures (label maps, masks, RTSTRUCT), segmentation, the anatomy derived from
+the CT, the TotalSegmentator import and the spine phantom.
 
 DICOM writers live in :mod:`seedplan.io.dicom`."""
 
 from __future__ import annotations
 
+from .anatomy import (
+    SPINE_LEVELS,
+    adjacent_levels,
+    air_regions,
+    body_outline,
+    derive_anatomy,
+    normalize_level,
+    spinal_canal_levels,
+    thecal_sac,
+    vertebra_parts,
+    vertebra_parts_near,
+)
 from .ct import CTImage, deterministic_uid, load_ct, write_ct_image
 from .phantom import LEVELS, SpinePhantom, make_spine_phantom, vertebra_dimensions
 from .segmentation import bone_masks, connected_components, dice, spinal_canal, vertebral_body_near
@@ -19,6 +32,7 @@ from .structures import (
     rasterize_polygons,
     write_label_map,
 )
+from .totalseg import TotalSegClass, load_totalsegmentator, totalseg_classes
 
 __all__ = [
     "CTImage",
@@ -44,4 +58,17 @@ __all__ = [
     "make_spine_phantom",
     "vertebra_dimensions",
     "LEVELS",
+    "SPINE_LEVELS",
+    "normalize_level",
+    "adjacent_levels",
+    "body_outline",
+    "air_regions",
+    "vertebra_parts",
+    "vertebra_parts_near",
+    "spinal_canal_levels",
+    "thecal_sac",
+    "derive_anatomy",
+    "TotalSegClass",
+    "totalseg_classes",
+    "load_totalsegmentator",
 ]

@@ -154,7 +154,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     log.info("exporting %s as DICOM RT (%d-bit dose)", args.plan, args.bits)
     with output_folder(args.out, what="DICOM export") as staging:
-        files = export_plan_dicom(plan, staging, bits=args.bits, dose_spacing_mm=args.dose_spacing_mm)
+        files = export_plan_dicom(plan, staging, bits=args.bits, dose_spacing_mm=args.dose_spacing_mm,
+                                  oar_reach_mm=args.oar_reach_mm)
     for label, path in files.items():
         print(f"{label}: {final_path(path, staging, args.out)}")
     return 0
@@ -170,6 +171,7 @@ def _has_display() -> bool:
 def _cmd_view(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .io import load_plan_case
+    from .outputs import final_path, output_folder
     from .plan import load_plan, plan_dose_grid, plan_structures
     from .viz.scene import VIEWS, render_views, show
 
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder for RTPLAN.dcm, RTDOSE.dcm, RTSTRUCT.dcm")
     ex.add_argument("--bits", type=int, choices=[16, 32], default=16, help="RTDOSE integer size (default 16)")
     ex.add_argument("--dose-spacing-mm", type=float, default=1.0, help="dose grid spacing (default 1 mm)")
+    ex.add_argument("--oar-reach-mm", type=float, default=50.0,
+                    help="the RTDOSE grid covers every organ at risk within this distance of a seed (default 50 mm)")
     ex.set_defaults(func=_cmd_export)
 
     vw = sub.add_parser("view", help="review a saved plan in 3D (a window, or PNG screenshots without a display)")

@@ -24,7 +24,8 @@ def ct():
 
 @pytest.fixture(scope="module")
 def labels():
-    img = sitk.ReadImage(str(SEG))
+    """The label file in the standard axial orientation, as load_ct gives the CT (SimpleITK's own reorientation)."""
+    img = sitk.DICOMOrient(sitk.ReadImage(str(SEG)), "LPS")
     return Grid.from_sitk(img), sitk.GetArrayFromImage(img)
 
 

@@ -105,9 +105,11 @@ def test_cement_bad_input(phantom):
                 {"cement_seed_margin_mm": -1}, {"cement": "yes"}, {"pvp_approach": "anterior"}):
         with pytest.raises(InputError):
             PlanningOptions(**bad)
+    # without a vertebral body the planner derives one from the CT (and says so) rather than giving up
     no_vb = StructureSet([s for s in phantom.structures.values() if s.role != Role.VERTEBRAL_BODY])
-    with pytest.raises(PlanningError, match="vertebral_body"):
-        plan_case(phantom.ct, no_vb, options=PlanningOptions(cement_volume_mL=3.0))
+    r = plan_case(phantom.ct, no_vb, options=PlanningOptions(cement_volume_mL=3.0, heterogeneity=False))
+    assert r.plan.cement.vertebral_body == "vertebral_body" and r.plan.cement.volume_mL == pytest.approx(3.0, abs=0.01)
+    assert any(n.startswith("anatomy: vertebral_body:") for n in r.plan.notes)
 
 
 def test_unipedicular_and_fallback_when_one_side_is_blocked(phantom):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,13 @@ def _read_sitk(path: Path) -> Any:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTImage:
+#: DICOM patient positions and the orientation of their standard axial image: where the voxel index
+#: i, j, k increases (SimpleITK DICOMOrient codes; ImageOrientationPatient HFS 1,0,0,0,1,0 ...).
+STANDARD_ORIENTATION = {"HFS": "LPS", "HFP": "RAS", "FFS": "RPI", "FFP": "LAI"}
+
+
+def load_ct(path: str | os.PathLike[str], series_uid: str | None = None, *,
+            patient_position: str | None = None) -> CTImage:
     """Load a CT volume in HU with its full geometry.
 
     Parameters
@@ -153,10 +159,19 @@ def load_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTIm
         SeriesInstanceUID to read when the folder holds several series.
         Without it the largest series is read (with a warning); equal-sized
         series are ambiguous and raise.
+    patient_position : {"HFS", "HFP", "FFS", "FFP"}, optional
+        For image files, which carry none: how the patient lay.  A DICOM
+        series gives its own (a different value here raises).
 
     Returns
     -------
     CTImage
+        An image file's CT is turned into the standard axial orientation of its
+        patient position (HFS when not given: rows run to the patient's left,
+        columns to the back, slices upwards), as a DICOM series of that position
+        would be, and gets DICOM UIDs derived from its content, stable from one
+        load to the next, so that it can be exported and referenced like a
+        DICOM CT.
 
     Raises
     ------
@@ -169,32 +184,53 @@ def load_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTIm
         ``series_uid`` not found, or several equally large series.
     """
     p = Path(path)
+    if patient_position is not None and patient_position not in STANDARD_ORIENTATION:
+        raise InputError(f"patient_position must be one of {', '.join(STANDARD_ORIENTATION)}, got {patient_position!r}")
     if not p.exists():
         raise FileFormatError(f"CT path {p} does not exist (expected a DICOM folder or a NIfTI/NRRD/MHA file)")
+    if _has_image_suffix(p) and not p.is_dir():
+        return _load_image_file(p, patient_position)
     if p.is_dir():
-        return _load_dicom_folder(p, series_uid)
-    if _has_image_suffix(p):
-        img = _read_sitk(p)
-        if img.GetNumberOfComponentsPerPixel() != 1:
-            raise FileFormatError(f"{p} has {img.GetNumberOfComponentsPerPixel()} components per voxel; a CT needs 1")
-        if img.GetDimension() != 3:
-            raise FileFormatError(f"{p} is {img.GetDimension()}D; a CT volume must be 3D")
-        import SimpleITK as sitk
-
-        arr = sitk.GetArrayFromImage(img)
-        arr = arr if arr.dtype == np.int16 else arr.astype(np.float32)
-        return CTImage(grid=Grid.from_sitk(img), hu=arr, description=p.name)
-    if _looks_like_dicom(p) or p.suffix.lower() in (".dcm", ".ima"):
+        ct = _load_dicom_folder(p, series_uid)
+    elif _looks_like_dicom(p) or p.suffix.lower() in (".dcm", ".ima"):
         if not _looks_like_dicom(p):
             _read_header(p)  # raises a clear FileFormatError for corrupt files
         if series_uid is None:
             hdr = _read_header(p)
             series_uid = str(getattr(hdr, "SeriesInstanceUID", "") or "") or None
-        return _load_dicom_folder(p.parent, series_uid)
-    raise FileFormatError(
-        f"cannot load CT from {p}: expected a DICOM series folder or a file ending in "
-        + ", ".join(_IMAGE_SUFFIXES)
-    )
+        ct = _load_dicom_folder(p.parent, series_uid)
+    else:
+        raise FileFormatError(
+            f"cannot load CT from {p}: expected a DICOM series folder or a file ending in "
+            + ", ".join(_IMAGE_SUFFIXES)
+        )
+    if patient_position is not None and ct.patient_position and ct.patient_position != patient_position:
+        raise InputError(f"{p}: the DICOM series says PatientPosition {ct.patient_position}, but "
+                         f"{patient_position} was given; remove the patient_position setting")
+    return replace(ct, patient_position=ct.patient_position or patient_position)
+
+
+def _load_image_file(p: Path, patient_position: str | None) -> CTImage:
+    """A NIfTI / NRRD / MHA CT in the standard orientation of its patient position, with content-derived UIDs."""
+    import SimpleITK as sitk
+
+    img = _read_sitk(p)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise FileFormatError(f"{p} has {img.GetNumberOfComponentsPerPixel()} components per voxel; a CT needs 1")
+    if img.GetDimension() != 3:
+        raise FileFormatError(f"{p} is {img.GetDimension()}D; a CT volume must be 3D")
+    d = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    if np.allclose(np.abs(d), np.round(np.abs(d)), atol=1e-6):  # axis-aligned: reorder the voxels exactly
+        img = sitk.DICOMOrient(img, STANDARD_ORIENTATION[patient_position or "HFS"])
+    arr = sitk.GetArrayFromImage(img)
+    arr = arr if arr.dtype == np.int16 else arr.astype(np.float32)
+    ct = CTImage(grid=Grid.from_sitk(img), hu=arr, description=p.name, patient_position=patient_position)
+    key = ct.content_sha256
+    nz = ct.grid.size[2]
+    return replace(ct, study_uid=deterministic_uid("seedplan-ct", key, "study"),
+                   series_uid=deterministic_uid("seedplan-ct", key, "series"),
+                   frame_of_reference_uid=deterministic_uid("seedplan-ct", key, "for"),
+                   sop_instance_uids=tuple(deterministic_uid("seedplan-ct", key, "sop", k) for k in range(nz)))
 
 
 def _read_header(path: Path) -> Any:

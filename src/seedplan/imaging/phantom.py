@@ -582,6 +582,7 @@ def make_spine_phantom(
         study_uid=deterministic_uid(key, "study"),
         sop_instance_uids=tuple(deterministic_uid(key, "sop", k) for k in range(grid.size[2])),
         patient_id="SEEDPLAN-PHANTOM",
+        patient_position="HFP",  # prone, as for the implant: the needles enter from the back (+y)
     )
     roles = {
         "target": Role.TARGET,

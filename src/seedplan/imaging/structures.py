@@ -249,6 +249,9 @@ class Structure:
             raise InputError(f"resampled(): grid must be a seedplan.geometry.Grid, got {type(grid).__name__}")
         if grid.same_geometry(self.grid, tol_mm=1e-4) and grid.direction == self.grid.direction:
             return Structure(self.name, self.role, self.mask, grid, self.derived)
+        same_voxels = _reindexed(self.mask, self.grid, grid)
+        if same_voxels is not None:  # the same voxel centres in another axis order or direction: exact
+            return Structure(self.name, self.role, same_voxels, grid, self.derived)
         frac = _coverage_fraction(self.mask, self.grid, grid)
         if method == "fraction":
             out = frac >= 0.5
@@ -259,6 +262,33 @@ class Structure:
             n_target = int(round(np.count_nonzero(inside) * self.grid.voxel_volume_mm3 / grid.voxel_volume_mm3))
             out = _volume_preserving_threshold(frac, n_target)
         return Structure(self.name, self.role, out, grid, self.derived)
+
+
+def _reindexed(mask: np.ndarray, src: Grid, dst: Grid) -> np.ndarray | None:
+    """``mask`` on ``dst`` when the voxel centres of ``dst`` lie on those of ``src`` with unit steps
+    (the same lattice with axes flipped or permuted, possibly shifted): an exact re-indexing; else None."""
+    o = src.world_to_index(dst.index_to_world(np.zeros((1, 3))))[0]
+    steps = src.world_to_index(dst.index_to_world(np.eye(3))) - o  # row t: dst axis t in src (i, j, k)
+    if not (np.allclose(o, np.round(o), atol=1e-3) and np.allclose(steps, np.round(steps), atol=1e-3)):
+        return None
+    steps = np.round(steps).astype(int)
+    if not (np.all(np.abs(steps).sum(axis=1) == 1) and np.all(np.abs(steps).sum(axis=0) == 1)):
+        return None
+    o = np.round(o).astype(int)
+    n_dst, n_src = dst.size, src.size
+    vec, ok = [None] * 3, [None] * 3  # per src axis (i, j, k): source indices along it, and which are inside
+    dst_of_src = [0] * 3
+    for t in range(3):
+        s = int(np.flatnonzero(steps[t])[0])
+        v = o[s] + steps[t, s] * np.arange(n_dst[t])
+        ok[s] = (v >= 0) & (v < n_src[s])
+        vec[s] = np.clip(v, 0, n_src[s] - 1)
+        dst_of_src[s] = t
+    # gather in src order [k, j, i], then arrange the axes in dst order [k, j, i]
+    out = mask[np.ix_(vec[2], vec[1], vec[0])] & ok[2][:, None, None] & ok[1][None, :, None] & ok[0][None, None, :]
+    axes_src_order = [dst_of_src[2], dst_of_src[1], dst_of_src[0]]  # dst axis (i=0, j=1, k=2) of each out axis
+    perm = [axes_src_order.index(t) for t in (2, 1, 0)]
+    return np.ascontiguousarray(np.transpose(out, perm))
 
 
 def _coverage_fraction(mask: np.ndarray, src: Grid, dst: Grid, *, max_samples: float = 4e7) -> np.ndarray:

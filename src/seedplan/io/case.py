@@ -7,8 +7,11 @@ Format (paths are relative to the case file)::
       "name": "patient 001, L3 metastasis",
       "ct": "ct/",                                  # DICOM folder, .nii.gz, .nrrd or .mha
       "ct_series_uid": "1.2.3...",                  # optional: pick one series in a folder
-      "structures": {"rtstruct": "rtstruct.dcm"},   # or {"label_map": "labels.nii.gz", "legend": "labels.json"}
-                                                    # or {"masks": [{"path": "gtv.nii.gz", "name": "target", "role": "target"}]}
+      "patient_position": "HFP",                    # optional for NIfTI/NRRD/MHA (a DICOM CT gives its own)
+      "structures": {"rtstruct": "rtstruct.dcm",    # any combination of sources; a name given by an earlier
+                     "masks": [{"path": "gtv.nii.gz", "name": "target", "role": "target"}],   # source wins:
+                     "label_map": "labels.nii.gz", "legend": "labels.json",               # masks, rtstruct,
+                     "totalsegmentator": "seg.nii.gz"},                                 # label_map, totalseg.
       "roles": {"GTV": "target", "Cord": "oar"},    # optional: override roles guessed from names
       "prescription": {"dose_Gy": 120},             # optional: any Prescription field; "seed_model" may
                                                     # name a seed model file (relative to the case file)
@@ -33,13 +36,18 @@ from .._atomic import read_json, write_text_atomic
 from ..errors import FileFormatError, InputError
 from ..imaging.ct import CTImage, load_ct
 from ..imaging.structures import Role, StructureSet, load_label_map, load_mask, load_rtstruct
+from ..imaging.totalseg import load_totalsegmentator
 from ..plan import PlanningOptions, Prescription
 from ..sources import load_seed_model
 
 log = logging.getLogger("seedplan")
 
 FORMAT = "seedplan-case/1"
-_KEYS = {"format", "name", "ct", "ct_series_uid", "structures", "roles", "prescription", "planning"}
+_KEYS = {"format", "name", "ct", "ct_series_uid", "patient_position", "structures", "roles", "prescription",
+         "planning"}
+#: Structure sources, in order of precedence: a name given by an earlier source wins over a later one
+#: (hand-drawn contours over an auto-segmentation).
+_SOURCES = ("masks", "rtstruct", "label_map", "totalsegmentator")
 
 __all__ = ["Case", "load_case", "write_case_file", "load_plan_case", "write_phantom_case", "FORMAT"]
 
@@ -87,7 +95,13 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
         raise FileFormatError(f"{src}: unknown keys {sorted(unknown)}; valid keys are {sorted(_KEYS)}")
     base = src.parent
     ct_path = _path(base, data.get("ct"), "ct", src)
-    ct = load_ct(ct_path, series_uid=data.get("ct_series_uid"))
+    position = data.get("patient_position")
+    if position is not None and not isinstance(position, str):
+        raise FileFormatError(f"{src}: patient_position must be a string such as \"HFP\" (head first, prone)")
+    try:
+        ct = load_ct(ct_path, series_uid=data.get("ct_series_uid"), patient_position=position)
+    except InputError as exc:
+        raise FileFormatError(f"{src}: {exc}") from None
 
     roles_raw = data.get("roles") or {}
     if not isinstance(roles_raw, Mapping):
@@ -97,27 +111,7 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
     except ValueError as exc:
         raise FileFormatError(f"{src}: roles: {exc}; valid roles are {[r.value for r in Role]}") from None
 
-    st = data.get("structures")
-    if not isinstance(st, Mapping) or len(st) == 0:
-        raise FileFormatError(f"{src}: structures must be an object with 'rtstruct', 'label_map' or 'masks'")
-    if "rtstruct" in st:
-        structures = load_rtstruct(_path(base, st["rtstruct"], "structures.rtstruct", src), ct)
-    elif "label_map" in st:
-        legend = _path(base, st.get("legend"), "structures.legend", src)
-        structures = load_label_map(_path(base, st["label_map"], "structures.label_map", src), legend, reference=ct.grid)
-    elif "masks" in st:
-        items = st["masks"]
-        if not isinstance(items, list) or not items:
-            raise FileFormatError(f"{src}: structures.masks must be a non-empty list")
-        loaded = []
-        for i, m in enumerate(items):
-            if not isinstance(m, Mapping) or "path" not in m or "name" not in m:
-                raise FileFormatError(f"{src}: structures.masks[{i}] needs 'path' and 'name'")
-            loaded.append(load_mask(_path(base, m["path"], f"structures.masks[{i}].path", src), m["name"],
-                                    m.get("role", "oar"), reference=ct.grid))
-        structures = StructureSet(loaded)
-    else:
-        raise FileFormatError(f"{src}: structures must give 'rtstruct', 'label_map' or 'masks', got {sorted(st)}")
+    structures = _load_structures(data.get("structures"), ct, base, src)
     if roles:
         missing = [n for n in roles if n not in structures]
         if missing:
@@ -149,6 +143,49 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
         "ct_sha256": ct.content_sha256,
     }
     return Case(name, ct, structures, presc, planning, reference)
+
+
+def _load_structures(st: Any, ct: CTImage, base: Path, src: Path) -> StructureSet:
+    """The case's structures from any combination of sources, on the CT grid (see :data:`_SOURCES`)."""
+    if not isinstance(st, Mapping) or not (set(st) & set(_SOURCES)):
+        raise FileFormatError(f"{src}: structures must be an object with one or more of {list(_SOURCES)} "
+                              "(and 'legend' with 'label_map')")
+    unknown = set(st) - set(_SOURCES) - {"legend"}
+    if unknown:
+        raise FileFormatError(f"{src}: structures: unknown keys {sorted(unknown)}; valid keys are "
+                              f"{list(_SOURCES) + ['legend']}")
+    out: dict[str, Any] = {}
+    for key in _SOURCES:
+        if key not in st:
+            continue
+        try:
+            if key == "rtstruct":
+                got = load_rtstruct(_path(base, st[key], "structures.rtstruct", src), ct).values()
+            elif key == "label_map":
+                legend = _path(base, st.get("legend"), "structures.legend", src)
+                got = load_label_map(_path(base, st[key], "structures.label_map", src), legend, reference=ct.grid,
+                                     resample=True).values()
+            elif key == "totalsegmentator":
+                got = load_totalsegmentator(_path(base, st[key], "structures.totalsegmentator", src), ct).values()
+            else:
+                items = st[key]
+                if not isinstance(items, list) or not items:
+                    raise FileFormatError(f"{src}: structures.masks must be a non-empty list")
+                got = []
+                for i, m in enumerate(items):
+                    if not isinstance(m, Mapping) or "path" not in m or "name" not in m:
+                        raise FileFormatError(f"{src}: structures.masks[{i}] needs 'path' and 'name'")
+                    got.append(load_mask(_path(base, m["path"], f"structures.masks[{i}].path", src), m["name"],
+                                         m.get("role", "oar"), reference=ct.grid, resample=True))
+        except InputError as exc:
+            raise FileFormatError(f"{src}: structures.{key}: {exc}") from None
+        for s in got:
+            if s.name in out:
+                log.info("%s: structure %r from structures.%s is also given earlier; the earlier one is kept",
+                         src.name, s.name, key)
+            else:
+                out[s.name] = s
+    return StructureSet(out.values())
 
 
 def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, label_map: str | None = None,

@@ -20,6 +20,9 @@ from ._plan import FORMAT, VERSION, Plan, PlannedSeed, load_plan, plan_json, sav
 from ._prescription import CITATIONS, OAR_LIMIT_METRICS, Prescription
 from ._use import (
     HETEROGENEITY_LABEL,
+    OAR_REACH_MM,
+    dose_region,
+    organs_outside_grid,
     corrected_dose_metrics,
     dose_grid_for,
     evaluate_plan,
@@ -53,6 +56,9 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "HETEROGENEITY_LABEL",
+    "OAR_REACH_MM",
+    "dose_region",
+    "organs_outside_grid",
     "plan_structures",
     "dose_grid_for",
     "plan_dose_grid",

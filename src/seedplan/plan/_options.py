@@ -228,7 +228,10 @@ class PlanningOptions:
     dose_spacing_mm : float
         Spacing of the exported dose grid.
     dose_margin_mm : float
-        Margin of the dose grid around the target and the seeds.
+        Margin of the dose grid around the target, the seeds and the organs it covers.
+    dose_oar_reach_mm : float
+        The dose grid (and the exported RTDOSE) covers every organ at risk closer than this to a seed
+        (:data:`~seedplan.plan.OAR_REACH_MM`).
     sample_points_per_mm3 : float
         Density of target/OAR samples for the optimiser.
     calibration_date, implant_date : str, optional
@@ -267,6 +270,7 @@ class PlanningOptions:
     bone_min_hu: float = BONE_MIN_HU
     dose_spacing_mm: float = 1.0
     dose_margin_mm: float = 25.0
+    dose_oar_reach_mm: float = 50.0
     sample_points_per_mm3: float = 0.5
     calibration_date: str | None = None
     implant_date: str | None = None
@@ -295,6 +299,7 @@ class PlanningOptions:
         set_("bone_min_hu", v.number(self.bone_min_hu, "bone_min_hu", lo=-1000.0, hi=3000.0))
         set_("dose_spacing_mm", v.number(self.dose_spacing_mm, "dose_spacing_mm", lo=0.1, hi=10.0))
         set_("dose_margin_mm", v.number(self.dose_margin_mm, "dose_margin_mm", lo=0.0, hi=200.0))
+        set_("dose_oar_reach_mm", v.number(self.dose_oar_reach_mm, "dose_oar_reach_mm", lo=0.0, hi=300.0))
         set_("sample_points_per_mm3", v.number(self.sample_points_per_mm3, "sample_points_per_mm3", lo=0.0,
                                                hi=64.0, lo_open=True))
         for k in ("calibration_date", "implant_date"):

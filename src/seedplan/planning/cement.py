@@ -284,6 +284,10 @@ DEFAULT_HU_SPEED: tuple[tuple[float, float], ...] = ((100.0, 1.0), (300.0, 0.5),
 CORTICAL_HU = 700.0
 #: Leak-risk flags reported by :func:`simulate_cement` (bit order of the kernel).
 LEAK_FLAGS = ("outside_body", "cortical_defect", "posterior_wall", "basivertebral_foramen")
+#: Flags at which a recommended volume is capped: the simulated front has left the vertebral body.  The
+#: others mark where a leak could start (a weak cortex voxel, the posterior wall, the basivertebral
+#: foramen); on thick-slice CT the cortical shell is partial-volumed and "cortical_defect" trips early.
+LEAK_CAP_FLAGS = ("outside_body",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -787,6 +791,8 @@ class CementPlan:
     recommendation: CementRecommendation
     volume_source: str
     result: CementResult
+    capped: Mapping[str, Any] | None = None
+    outside: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def radiopaque(self) -> bool:
@@ -795,12 +801,21 @@ class CementPlan:
 
     @property
     def warnings(self) -> list[str]:
-        """One line per tripped leak-risk flag, and when the front could not reach the volume."""
+        """One line per tripped leak-risk flag, the cap at a leak, cement outside the body, an unreachable volume."""
         r = self.result
         out = [
             f"cement leak risk: '{flag}' reached at {v:.1f} mL of the planned {r.requested_mL:.1f} mL"
             for flag, v in r.leak_flags.items() if v is not None
         ]
+        if self.capped:
+            c = self.capped
+            out.append(f"cement capped at {r.volume_mL:.1f} mL: the leak-risk flag '{c['flag']}' trips at "
+                       f"{c['trips_at_mL']:.1f} mL of the recommended {c['planned_mL']:.1f} mL")
+        o = self.outside
+        if o.get("outside_vertebral_body_mL", 0.0) > 0:
+            near = o.get("nearest_organ")
+            out.append(f"{o['outside_vertebral_body_mL']:.2f} mL of cement lies outside the vertebral body"
+                       + (f", {near['distance_mm']:.1f} mm from {near['name']}" if near else ""))
         if r.exhausted:
             out.append(f"cement: only {r.volume_mL:.1f} mL of the planned {r.requested_mL:.1f} mL can be reached "
                        "from the needle tips")
@@ -820,6 +835,8 @@ class CementPlan:
             "vertebral_body": self.vertebral_body,
             "material": self.material.name,
             "max_slice_ratio": round(r.max_slice_ratio, 4),
+            "capped_at_leak": None if self.capped is None else dict(self.capped),
+            **{k: v for k, v in self.outside.items()},
             "simulation_time_s": round(r.elapsed_s, 3),
         }
 
@@ -862,6 +879,8 @@ def plan_cement(
     volume_mL: float | None = None,
     material: "str | CementMaterial" = DEFAULT_CEMENT,
     model: CementModel = CementModel(),
+    organs: Sequence[Structure] = (),
+    cap_at_leak: bool = True,
 ) -> CementPlan:
     """Recommend the cement volume of a vertebral body and simulate its fill from the PVP needle tips.
 
@@ -883,6 +902,13 @@ def plan_cement(
     material : str or CementMaterial
         A :data:`CEMENT_MATERIALS` key or a material.
     model : CementModel
+    organs : sequence of Structure
+        Organs at risk: the one nearest to the cement (and to any cement outside the
+        vertebral body) is reported.
+    cap_at_leak : bool
+        With the recommended volume, stop the fill just before a flag of
+        :data:`LEAK_CAP_FLAGS` trips (the front leaves the vertebral body), and say so.  A requested volume is never changed: its tripped flags
+        are reported as warnings.
 
     Returns
     -------
@@ -915,6 +941,18 @@ def plan_cement(
     else:
         vol, source = volume_mL, "requested"
     res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, vol)
+    capped = None
+    tripped = {f: v for f, v in res.leak_flags.items() if v is not None and f in LEAK_CAP_FLAGS}
+    if tripped and cap_at_leak and source == "recommended":
+        flag, trips_at = min(tripped.items(), key=lambda kv: kv[1])
+        cap = trips_at - ct.grid.voxel_volume_mm3 / 1000.0  # the fill just before the flagged voxel
+        if cap > 0:
+            first = res
+            res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, cap)
+            res = replace(res, requested_mL=first.requested_mL)
+            capped = {"flag": flag, "trips_at_mL": round(trips_at, 3), "planned_mL": round(first.requested_mL, 3)}
+            rec = replace(rec, reasoning=rec.reasoning + (
+                f"Capped at {res.volume_mL:.2f} mL: the leak-risk flag '{flag}' trips at {trips_at:.2f} mL.",))
     tips = np.atleast_2d(np.asarray(needle_tips_mm, dtype=float))
     return CementPlan(
         vertebral_body=vertebral_body.name,
@@ -925,4 +963,32 @@ def plan_cement(
         recommendation=rec,
         volume_source=source,
         result=res,
+        capped=capped,
+        outside=_outside(res.mask, vb, ct.grid, organs),
     )
+
+
+def _outside(cement: np.ndarray, vb: np.ndarray, grid: Grid, organs: Sequence[Structure]) -> dict[str, Any]:
+    """Cement outside the vertebral body (mL) and the organ at risk nearest to the cement."""
+    from scipy import ndimage
+
+    out: dict[str, Any] = {"outside_vertebral_body_mL": round(float((cement & ~vb).sum()) * grid.voxel_volume_mm3
+                                                             / 1000.0, 3), "nearest_organ": None}
+    if not cement.any() or not organs:
+        return out
+    sp = np.asarray(grid.spacing_mm, dtype=float)[::-1]
+    idx = np.argwhere(cement)
+    pad = np.ceil(60.0 / sp).astype(int)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, cement.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    dist = ndimage.distance_transform_edt(~cement[box], sampling=sp)  # mm to the nearest cement voxel
+    best = None
+    for s in organs:
+        m = s.mask_on(grid)[box]
+        if m.any():
+            d = float(dist[m].min())
+            if best is None or d < best["distance_mm"]:
+                best = {"name": s.name, "distance_mm": round(d, 1)}
+    out["nearest_organ"] = best
+    return out

@@ -48,10 +48,11 @@ from scipy import ndimage
 from .. import __version__
 from ..dose import influence_matrix
 from ..dose.decay import decay_factor, elapsed_days
-from ..errors import GeometryError, InputTypeError, PlanningError
+from ..errors import GeometryError, InputError, InputTypeError, PlanningError
 from ..evaluation.metrics import Evaluation
 from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
+from ..imaging.anatomy import derive_anatomy
 from ..imaging.ct import CTImage
 from ..imaging.structures import Role, Structure, StructureSet
 from ..plan import (
@@ -62,7 +63,9 @@ from ..plan import (
     PlanningOptions,
     Prescription,
     corrected_dose_metrics,
+    dose_region,
     evaluate_plan,
+    organs_outside_grid,
     plan_dose_grid,
     plan_metrics,
 )
@@ -111,6 +114,7 @@ class _Context:
     timings: dict[str, float] = field(default_factory=dict)
     # anatomy
     target: Structure | None = None
+    derived: tuple[Structure, ...] = ()
     target_mask: np.ndarray | None = None
     body_mask: np.ndarray | None = None
     forbidden: dict[str, np.ndarray] = field(default_factory=dict)
@@ -196,8 +200,12 @@ def seed_conflicts(slots: SeedSlots, seed_spacing_mm: float, lattice_mm: float) 
 
 
 # ================================================================================= steps
+#: Patient positions in which the back, where the needles enter, faces up.
+PRONE = ("HFP", "FFP")
+
+
 def _anatomy(c: _Context) -> None:
-    """The target, the skin, the needle obstacles and corridors, and bone, on the CT grid."""
+    """The target; what the structure set lacks, derived from the CT; the skin, needle obstacles and corridors."""
     s, grid = c.structures, c.grid
     targets = s.by_role(Role.TARGET)
     if not targets:
@@ -209,7 +217,24 @@ def _anatomy(c: _Context) -> None:
     if not (grid.contains(lo[None])[0] and grid.contains(hi[None])[0]):
         raise GeometryError(f"target structure {c.target.name!r} extends outside the CT volume; "
                             "the CT must cover the whole target")
+    if any(not x.grid.same_geometry(grid) for x in s.values()):  # everything on the CT grid from here on
+        s = c.structures = s.resampled(grid)
+        c.target = s[c.target.name]
     c.target_mask = c.target.mask_on(grid)
+    # a real structure set rarely holds every organ at risk: derive the body, the air inside it, the treated
+    # vertebra's body and pedicles, and the canal (treated level +- 1) from the CT; a given structure always wins
+    s, notes = derive_anatomy(c.ct, s, target=c.target)
+    c.structures = s
+    c.derived = tuple(x for x in s.values() if x.derived)
+    c.notes.extend(f"anatomy: {n}" for n in notes if "not added" not in n)  # derive_anatomy logs them
+    position = c.ct.patient_position
+    if position not in PRONE:
+        c.notes.append(
+            (f"the CT shows the patient {'supine' if position in ('HFS', 'FFS') else 'in position ' + str(position)} "
+             f"({position})" if position else "the CT gives no patient position (assumed supine for an image file)")
+            + ": the needles enter from the back; turn the patient prone and re-scan before the implant, "
+            "then plan on the prone CT")
+        log.warning(c.notes[-1])
     if c.opt.cement and c.opt.cement_volume_mL is not None and not s.by_role(Role.VERTEBRAL_BODY):
         raise PlanningError(
             f"cement_volume_mL={c.opt.cement_volume_mL:g} was requested but no structure has the role "
@@ -247,34 +272,45 @@ def _vertebroplasty(c: _Context) -> None:
     vb = bodies[0].mask_on(c.grid)
     pedicles = _union(s, c.grid, Role.PEDICLE)
 
-    def paths(bilateral: bool) -> tuple[Needle, ...]:
+    def paths(approach: str, bilateral: bool) -> tuple[Needle, ...]:
         return tuple(pvp_needle_paths(
             c.grid, vb, c.body_mask, c.forbidden, pedicles=pedicles if pedicles.any() else None, bone=c.bone,
-            bone_allowed=c.corridor, approach=opt.pvp_approach, bilateral=bilateral,
+            bone_allowed=c.corridor, approach=approach, bilateral=bilateral,
             constraints=opt.needle_constraints, rng=opt.rng_seed).needles)
 
-    try:
-        c.pvp = paths(opt.pvp_bilateral)
-    except PlanningError as exc:
-        note = f"no {opt.pvp_approach} vertebroplasty path: {exc}"
-        if opt.pvp_bilateral:  # one side blocked: a single (unipedicular) needle aimed at the midline
-            try:
-                c.pvp = paths(False)
-                note = f"unipedicular vertebroplasty only ({c.pvp[0].label}): the bilateral paths failed: {exc}"
-            except PlanningError:
-                pass
+    # the requested approach, then one needle by the same approach, then parapedicular (no pedicle needed)
+    attempts = [(opt.pvp_approach, opt.pvp_bilateral)] + ([(opt.pvp_approach, False)] if opt.pvp_bilateral else [])
+    if opt.pvp_approach == "transpedicular":
+        attempts += [("parapedicular", b) for b in dict.fromkeys((opt.pvp_bilateral, False))]
+    failed: list[str] = []
+    for approach, bilateral in attempts:
+        try:
+            c.pvp = paths(approach, bilateral)
+            break
+        except (PlanningError, InputError) as exc:
+            failed.append(f"{approach} {'bilateral' if bilateral else 'unipedicular'}: {exc}")
+    if failed:
+        if not c.pvp:
+            note = f"no vertebroplasty path ({'; '.join(failed)})"
+        elif approach == opt.pvp_approach:
+            note = f"unipedicular vertebroplasty only ({c.pvp[0].label}): the bilateral paths failed: " + \
+                   failed[0].split(": ", 1)[1]
+        else:
+            note = (f"{approach} vertebroplasty{'' if bilateral else ' (one needle)'} instead of {opt.pvp_approach}: "
+                    + "; ".join(failed))
         c.notes.append(note)
-        log.info(note)
+        log.warning(note)
     if c.pvp:
-        log.info("%d vertebroplasty needle path(s), %s, into %r", len(c.pvp), opt.pvp_approach, bodies[0].name)
+        log.info("%d vertebroplasty needle path(s), %s, into %r", len(c.pvp), approach, bodies[0].name)
     if not opt.cement:
         return
     if not c.pvp:
         c.notes.append("cement not planned: no vertebroplasty needle path")
         log.info(c.notes[-1])
         return
+    organs = [x for x in s.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
     c.cement = plan_cement(c.ct, bodies[0], [n.tip for n in c.pvp], lesion=c.target, volume_mL=opt.cement_volume_mL,
-                           material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model])
+                           material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model], organs=organs)
     r = c.cement.result
     log.info("cement: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", r.volume_mL, c.cement.volume_source,
              c.cement.material.name, r.fill_pct, r.endplate_contact)
@@ -371,6 +407,7 @@ def _plan(c: _Context) -> None:
         implant_date=c.implant_date,
         pvp_needles=c.pvp,
         cement=None if c.cement is None else c.cement.as_plan_cement(c.grid),
+        structures=c.derived,
         options=c.opt,
         notes=tuple(c.notes),
         optimiser={"activity_trials": [dict(t) for t in sol.trials]},
@@ -379,10 +416,16 @@ def _plan(c: _Context) -> None:
 
 
 def _dose(c: _Context) -> None:
-    """The total dose on a grid around the seeds and the target (the exported RTDOSE grid)."""
+    """The total dose on a grid (the exported RTDOSE) around the seeds, the target and the organs within reach."""
     log.info("computing the dose grid")
-    c.dose_grid, c.dose_Gy = plan_dose_grid(c.plan, c.grid, c.target_mask, spacing_mm=c.opt.dose_spacing_mm,
+    region = dose_region(c.plan, c.structures, c.grid, reach_mm=c.opt.dose_oar_reach_mm)
+    c.dose_grid, c.dose_Gy = plan_dose_grid(c.plan, c.grid, region, spacing_mm=c.opt.dose_spacing_mm,
                                             margin_mm=c.opt.dose_margin_mm)
+    outside = organs_outside_grid(c.dose_grid, c.structures, c.grid)
+    if outside:
+        c.plan = replace(c.plan, notes=c.plan.notes + (
+            f"the dose grid (RTDOSE) covers every organ at risk within {c.opt.dose_oar_reach_mm:g} mm of a seed; "
+            "parts beyond it, outside the grid: " + ", ".join(f"{k} {v:g} %" for k, v in outside.items()),))
 
 
 def _evaluation(c: _Context) -> None:

@@ -124,7 +124,7 @@ def write_ct_dicom_series(
                          patient=patient, when=when, description=desc, frame_of_reference_uid=for_uid)
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
         ds.ContentDate, ds.ContentTime = ds.SeriesDate, ds.SeriesTime
-        ds.Laterality = ""  # general series, type 2C: the spine is not a paired structure
+        ds.BodyPartExamined = "SPINE"  # an unpaired body part: general series Laterality (type 2C) is absent
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = 1
         ds.PatientPosition = ct.patient_position or "HFS"

@@ -53,8 +53,9 @@ R_TABLE_MAX_MM = 255.0
 #: asin(x) ~= x * sum c_k x^(2k) on [0, sqrt(1/2)], degree 13: within 5e-13 rad.
 ASIN_COEF_13 = _grid._asin_coefficients(13)
 
-# reassociation lets LLVM vectorise the sum over seeds; no nnan/ninf: the
-# cut-off may be "none" (a huge value) and a far pair's clamps must hold
+# fast-math without nnan/ninf: the cut-off may be "none" (a huge value) and the
+# clamps of r^2 into the table must hold; the exact pairs are evaluated in
+# functions compiled without fast-math (:func:`_exact_pair`)
 _FASTMATH = {"nsz", "contract", "reassoc", "arcp"}
 #: Relative margin on r^2 within which pass 1 hands a pair to pass 2.
 _MARGIN = 1.0e-9

@@ -179,7 +179,7 @@ def dose_rate(
         exactly; farther ones are read from a fine per-model table of
         ``r^2 Ddot`` (0.125 mm x 1 deg for 2D, 0.125 mm for 1D).  The two
         agree to within 5e-5 relative.  ``True``: the exact TG-43 kernel for
-        every pair (the reference; about 10-20x slower).
+        every pair (the reference; about 10x (2D) to 30x (1D) slower).
 
     Returns
     -------

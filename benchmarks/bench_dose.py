@@ -14,7 +14,7 @@ evaluations per second (n_voxels * n_seeds / best time).
   excluded; the timed calls include everything else (validation, the output
   allocation, the table pass and the exact near-field pass).  The same test
   checks the accuracy: max relative error against the exact point evaluation
-  ``seedplan.dose.dose_rate`` at 3000 random voxels at least 1 mm from every
+  ``seedplan.dose.dose_rate(..., exact=True)`` at 3000 random voxels at least 1 mm from every
   seed (must be < 5e-4).
 * ``test_numpy``: a plain NumPy implementation of the same formalism and the
   same interpolation rules (vectorised over all voxels, a Python loop over
@@ -24,6 +24,26 @@ evaluations per second (n_voxels * n_seeds / best time).
 The summary printed at the end of the session (see ``conftest.py``) gives,
 per case, the throughput, the ratio to NumPy, the accuracy and whether the
 targets (1D >= 1e9, 2D >= 4e8 seed-voxel/s, >= 30x NumPy) are met.
+
+Point dose (``seedplan.dose.dose_rate`` at arbitrary points): formalism in
+{1D, 2D} x {20, 100} seeds x {1e5, 1e6} points drawn uniformly in the
+central +-40 mm cube around the same kind of seeds (random axes, 0.5 U,
+no cut-off).  Throughput is counted in seed-point pairs per second.
+
+* ``test_points_tabulated``: the default (tabulated) path, timed over 5
+  rounds after one warm-up call (JIT / cache load and the table are not
+  timed; validation and the exact near-field pairs are); its max relative
+  difference from the exact kernel over the first 20000 points must be
+  <= 5e-5.
+* ``test_points_exact``: ``dose_rate(..., exact=True)``, the exact numba
+  kernel (3 rounds after a warm-up, 1 for 1e6 points).
+* ``test_points_numpy``: :meth:`NumpyTG43.dose_rate_points`, the same
+  formalism in plain NumPy (vectorised over points, a Python loop over
+  seeds), one round; checked against the exact kernel (< 1e-9).
+
+The summary gives, per case, the three throughputs and the ratios of the
+tabulated path to the exact kernel and to NumPy; run all three in one
+session (the machine is shared, so only ratios from one run compare).
 """
 
 from __future__ import annotations
@@ -69,7 +89,7 @@ def check_points(grid: Grid, seeds: np.ndarray, n_points: int = N_CHECK):
 
 
 def max_rel_err(values_at_points: np.ndarray, pts, seeds, axes, formalism) -> float:
-    exact = dose_rate(pts, seeds, STRENGTH_U, axes=axes, formalism=formalism)
+    exact = dose_rate(pts, seeds, STRENGTH_U, axes=axes, formalism=formalism, exact=True)
     return float(np.max(np.abs(values_at_points - exact) / exact))
 
 
@@ -164,6 +184,26 @@ class NumpyTG43:
         return out
 
 
+    def dose_rate_points(self, points_mm, seeds_mm, strength_U, axes, formalism):
+        """Dose rate (cGy/h) at (N, 3) points; vectorised over points, a loop over seeds."""
+        p = np.asarray(points_mm, float) / 10.0
+        out = np.zeros(p.shape[0])
+        for s, a, sk in zip(np.asarray(seeds_mm) / 10.0, axes, np.broadcast_to(strength_U, len(seeds_mm))):
+            d = p - s
+            z = d @ a
+            q = d - z[:, None] * a
+            y = np.sqrt(np.einsum("ij,ij->i", q, q))
+            z, y = self.out_of_capsule(z, y)
+            r = np.sqrt(z * z + y * y)
+            if formalism == "2D":
+                theta = np.degrees(np.arctan2(y, np.abs(z)))
+                rate = self.geometry(z, y) * self.g_L(r) * self.anisotropy(r, theta)
+            else:
+                rate = self.geometry(np.zeros_like(r), r) * self.g_L(r) * np.interp(r, self.phi_r, self.phi)
+            out += (sk * self.lam / self.g0) * rate
+        return out
+
+
 # ---------------------------------------------------------------- benchmarks
 CASES = [(f, ns, n) for f in FORMALISMS for n in SIZES for ns in N_SEEDS]
 IDS = [f"{f}-{ns}seeds-{n}^3" for f, ns, n in CASES]
@@ -215,4 +255,77 @@ def test_numpy(benchmark, record_result, formalism, n_seeds, n):
     if best:
         benchmark.extra_info["seed_voxel_per_s"] = n**3 * n_seeds / best
         record_result((formalism, n_seeds, n), numpy=n**3 * n_seeds / best, numpy_err=err)
+    assert err < 1e-9  # the reference implements the same formalism
+
+
+# ---------------------------------------------------------------- point dose
+POINT_COUNTS = [100_000, 1_000_000]
+POINT_CASES = [(f, ns, n) for f in FORMALISMS for n in POINT_COUNTS for ns in N_SEEDS]
+POINT_IDS = [f"{f}-{ns}seeds-{n:.0e}pts" for f, ns, n in POINT_CASES]
+N_POINT_CHECK = 20_000
+POINT_MAX_REL_ERR = 5e-5
+
+
+def make_point_case(n_points: int, n_seeds: int):
+    """Seeds in the central +-20 mm (random axes) and points uniform in the central +-40 mm cube."""
+    rng = np.random.default_rng(10 * n_points + n_seeds)
+    seeds = rng.uniform(-20.0, 20.0, size=(n_seeds, 3))
+    axes = rng.normal(size=(n_seeds, 3))
+    axes /= np.linalg.norm(axes, axis=1)[:, None]
+    pts = rng.uniform(-40.0, 40.0, size=(n_points, 3))
+    return pts, seeds, axes
+
+
+def _point_rate(benchmark, record_point_result, case, key, n_pairs):
+    best = _best_seconds(benchmark)
+    if best:
+        benchmark.extra_info["seed_point_pairs_per_s"] = n_pairs / best
+        record_point_result(case, **{key: n_pairs / best})
+
+
+@pytest.mark.parametrize("formalism,n_seeds,n", POINT_CASES, ids=POINT_IDS)
+def test_points_tabulated(benchmark, record_point_result, formalism, n_seeds, n):
+    pts, seeds, axes = make_point_case(n, n_seeds)
+
+    def run():
+        return dose_rate(pts, seeds, STRENGTH_U, axes=axes, formalism=formalism)
+
+    run()  # warm-up: JIT compilation / cache load and the per-model table are not timed
+    dose = benchmark.pedantic(run, rounds=5, iterations=1)
+    sub = slice(0, N_POINT_CHECK)
+    exact = dose_rate(pts[sub], seeds, STRENGTH_U, axes=axes, formalism=formalism, exact=True)
+    err = float(np.max(np.abs(dose[sub] / exact - 1.0)))
+    benchmark.extra_info["max_rel_err_vs_exact"] = err
+    record_point_result((formalism, n_seeds, n), err=err)
+    _point_rate(benchmark, record_point_result, (formalism, n_seeds, n), "tabulated", n * n_seeds)
+    assert err <= POINT_MAX_REL_ERR
+
+
+@pytest.mark.parametrize("formalism,n_seeds,n", POINT_CASES, ids=POINT_IDS)
+def test_points_exact(benchmark, record_point_result, formalism, n_seeds, n):
+    pts, seeds, axes = make_point_case(n, n_seeds)
+
+    def run():
+        return dose_rate(pts, seeds, STRENGTH_U, axes=axes, formalism=formalism, exact=True)
+
+    dose_rate(pts[:1000], seeds, STRENGTH_U, axes=axes, formalism=formalism, exact=True)  # warm-up
+    benchmark.pedantic(run, rounds=3 if n <= 100_000 else 1, iterations=1)
+    _point_rate(benchmark, record_point_result, (formalism, n_seeds, n), "exact", n * n_seeds)
+
+
+@pytest.mark.parametrize("formalism,n_seeds,n", POINT_CASES, ids=POINT_IDS)
+def test_points_numpy(benchmark, record_point_result, formalism, n_seeds, n):
+    pts, seeds, axes = make_point_case(n, n_seeds)
+    ref = NumpyTG43(load_seed_model("6711"))
+
+    def run():
+        return ref.dose_rate_points(pts, seeds, STRENGTH_U, axes, formalism)
+
+    dose = benchmark.pedantic(run, rounds=1, iterations=1)
+    sub = slice(0, N_POINT_CHECK)
+    exact = dose_rate(pts[sub], seeds, STRENGTH_U, axes=axes, formalism=formalism, exact=True)
+    err = float(np.max(np.abs(dose[sub] / exact - 1.0)))
+    benchmark.extra_info["max_rel_err_vs_exact"] = err
+    record_point_result((formalism, n_seeds, n), numpy_err=err)
+    _point_rate(benchmark, record_point_result, (formalism, n_seeds, n), "numpy", n * n_seeds)
     assert err < 1e-9  # the reference implements the same formalism

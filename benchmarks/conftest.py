@@ -19,6 +19,8 @@ MIN_SPEEDUP = 30.0
 
 #: (formalism, n_seeds, n) -> {"seedplan": sv/s, "numpy": sv/s, "err": max rel err, "numpy_err": ...}
 RESULTS: dict = {}
+#: (formalism, n_seeds, n_points) -> {"tabulated": pairs/s, "exact": ..., "numpy": ..., "err": max rel err}
+POINT_RESULTS: dict = {}
 #: Summary lines of the other benchmarks (planning, cement), printed after the dose table.
 NOTES: list[str] = []
 
@@ -43,6 +45,16 @@ def report_line():
 
 
 @pytest.fixture
+def record_point_result():
+    """``record_point_result(case, **values)`` stores results of one point-dose case for the session summary."""
+
+    def record(case, **values):
+        POINT_RESULTS.setdefault(case, {}).update(values)
+
+    return record
+
+
+@pytest.fixture
 def record_result():
     """``record_result(case, **values)`` stores results of one benchmark case for the session summary."""
     return _record
@@ -53,6 +65,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("seedplan planning and cement benchmarks")
         for line in NOTES:
             terminalreporter.write_line(line)
+    if POINT_RESULTS:
+        _point_summary(terminalreporter)
     if not RESULTS:
         return
     tr = terminalreporter
@@ -78,4 +92,23 @@ def pytest_terminal_summary(terminalreporter):
                            f"speed-up target {MIN_SPEEDUP:.0f}x MISSED")
         if verdict:
             parts.append("-- " + ", ".join(verdict))
+        tr.write_line(" ".join(parts))
+
+
+def _point_summary(tr):
+    tr.section("seedplan dose_rate at points: tabulated (default) vs exact kernel vs NumPy "
+               "(seed-point pairs/s, best of the timed rounds; 2 threads unless NUMBA_NUM_THREADS)")
+    for (form, nseeds, n) in sorted(POINT_RESULTS, key=lambda c: (c[0], c[2], c[1])):
+        r = POINT_RESULTS[(form, nseeds, n)]
+        tab, exact, ref = r.get("tabulated"), r.get("exact"), r.get("numpy")
+        parts = [f"{form} {nseeds} seeds x {n:.0e} points:"]
+        parts.append(f"tabulated {tab:.2e}," if tab else "tabulated not timed,")
+        parts.append(f"exact {exact:.2e}," if exact else "exact not timed,")
+        parts.append(f"NumPy {ref:.2e};" if ref else "NumPy not timed;")
+        if tab and exact:
+            parts.append(f"{tab / exact:.1f}x exact,")
+        if tab and ref:
+            parts.append(f"{tab / ref:.0f}x NumPy,")
+        if "err" in r:
+            parts.append(f"max rel diff vs exact {r['err']:.1e}")
         tr.write_line(" ".join(parts))

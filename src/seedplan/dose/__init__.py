@@ -1,4 +1,4 @@
-"""TG-43 dose: exact point evaluation, fast grid kernels, decay."""
+"""TG-43 dose: tabulated and exact point evaluation, fast grid kernels, decay."""
 
 from .api import dose_rate, dose_rate_grid, influence_matrix, total_dose, total_dose_grid
 from .decay import (

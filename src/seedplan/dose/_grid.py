@@ -91,18 +91,57 @@ def _pack_pairs(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pairs).view(np.uint64).reshape(v.shape)
 
 
+def _lattice_rows(r_max_mm: float, step_mm: float) -> int:
+    """Rows of an r lattice of ``step_mm`` covering ``r_max_mm`` (+ 1 mm), in blocks of 128 mm, plus 2."""
+    r_top = 128.0 * math.ceil((r_max_mm + 1.0) / 128.0)
+    return int(round(r_top / step_mm)) + 2
+
+
+def rate_r2_2d(model, arrays: ModelArrays, r_max_mm: float) -> np.ndarray:
+    """``r^2 Ddot / S_K`` (mm^2 cGy h^-1 U^-1) on the 2D (r, theta) lattice, float64, shape (nr, 91).
+
+    Row ``i`` is r = ``i * DR_MM``, column ``j`` the folded angle ``j * DTHETA_DEG``;
+    the values are the exact evaluation (:func:`._exact.rate_table_polar`).
+    Cached per model and grown in blocks of 128 mm; :func:`table_2d` packs it
+    for the grid kernels, the point kernels (:mod:`._points`) read it as is.
+    """
+    key = (_table_key(model, 0), DR_MM, DTHETA_DEG, "f64")
+    cached = _TABLES.get(key)
+    if cached is not None and (cached.shape[0] - 2) * DR_MM >= r_max_mm:
+        return cached
+    r_mm = np.arange(_lattice_rows(r_max_mm, DR_MM)) * DR_MM
+    theta = np.arange(int(round(90.0 / DTHETA_DEG)) + 1) * DTHETA_DEG
+    raw = np.ascontiguousarray(rate_table_polar(r_mm / 10.0, theta, 0, *arrays) * (r_mm**2)[:, None])
+    _TABLES[key] = raw
+    return raw
+
+
+def rate_r2_1d(model, arrays: ModelArrays, formalism: int, r_max_mm: float) -> np.ndarray:
+    """``r^2 Ddot(r) / S_K`` (mm^2 cGy h^-1 U^-1) on the 1D r lattice of ``DR1_MM``, float64, shape (1, n).
+
+    The 1D counterpart of :func:`rate_r2_2d` (``formalism`` 1 or 2); :func:`table_1d` packs it.
+    """
+    key = (_table_key(model, formalism), DR1_MM, "f64")
+    cached = _TABLES.get(key)
+    if cached is not None and (cached.shape[1] - 2) * DR1_MM >= r_max_mm:
+        return cached
+    r_mm = np.arange(_lattice_rows(r_max_mm, DR1_MM)) * DR1_MM
+    rate = rate_table_polar(r_mm / 10.0, np.array([90.0]), formalism, *arrays)[:, 0]
+    raw = np.ascontiguousarray((rate * r_mm**2)[None, :])
+    _TABLES[key] = raw
+    return raw
+
+
 def table_2d(model, arrays: ModelArrays, r_max_mm: float) -> np.ndarray:
-    """The 2D table of ``r^2 Ddot / S_K`` on the (r, theta) lattice, packed by :func:`_pack_pairs`."""
+    """The 2D table of ``r^2 Ddot / S_K`` on the (r, theta) lattice, packed by :func:`_pack_pairs`.
+
+    The float32 form of :func:`rate_r2_2d`.
+    """
     key = (_table_key(model, 0), DR_MM, DTHETA_DEG)
     cached = _TABLES.get(key)
     if cached is not None and (cached.shape[0] - 2) * DR_MM >= r_max_mm:
         return cached
-    r_top = 128.0 * math.ceil((r_max_mm + 1.0) / 128.0)
-    nr = int(round(r_top / DR_MM)) + 2
-    r_mm = np.arange(nr) * DR_MM
-    theta = np.arange(int(round(90.0 / DTHETA_DEG)) + 1) * DTHETA_DEG
-    rate = rate_table_polar(r_mm / 10.0, theta, 0, *arrays)
-    table = _pack_pairs((rate * (r_mm**2)[:, None]).astype(np.float32))
+    table = _pack_pairs(rate_r2_2d(model, arrays, r_max_mm).astype(np.float32))
     _TABLES[key] = table
     return table
 
@@ -110,18 +149,15 @@ def table_2d(model, arrays: ModelArrays, r_max_mm: float) -> np.ndarray:
 def table_1d(model, arrays: ModelArrays, formalism: int, r_max_mm: float) -> np.ndarray:
     """The 1D table of ``r^2 Ddot(r) / S_K`` on a lattice of ``DR1_MM``, shape (1, n), packed by :func:`_pack_pairs`.
 
-    ``r^2 Ddot`` varies slowly, so linear interpolation is accurate to ~1e-6
-    beyond a few mm, and the table (a few kB) stays in the L1 cache.
+    The float32 form of :func:`rate_r2_1d`.  ``r^2 Ddot`` varies slowly, so
+    linear interpolation is accurate to ~1e-5 beyond a few mm, and the table
+    (a few kB) stays in the L1 cache.
     """
     key = (_table_key(model, formalism), DR1_MM)
     cached = _TABLES.get(key)
     if cached is not None and (cached.shape[1] - 2) * DR1_MM >= r_max_mm:
         return cached
-    r_top = 128.0 * math.ceil((r_max_mm + 1.0) / 128.0)
-    nr = int(round(r_top / DR1_MM)) + 2
-    r_mm = np.arange(nr) * DR1_MM
-    rate = rate_table_polar(r_mm / 10.0, np.array([90.0]), formalism, *arrays)[:, 0]
-    table = _pack_pairs((rate * r_mm**2).astype(np.float32)[None, :])
+    table = _pack_pairs(rate_r2_1d(model, arrays, formalism, r_max_mm).astype(np.float32))
     _TABLES[key] = table
     return table
 

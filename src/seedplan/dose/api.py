@@ -17,6 +17,7 @@ from ..errors import InputError, InputTypeError, ResourceError
 from ..geometry import Grid
 from ..sources import SeedModel, load_seed_model
 from . import _exact, _grid
+from . import _points as _tabulated
 
 __all__ = [
     "dose_rate",
@@ -101,6 +102,14 @@ def _cutoff(value: Any) -> float:
     return c
 
 
+def _exact_flag(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputTypeError(
+        f"exact must be True (the exact TG-43 kernel) or False (the tabulated kernel), got {value!r}"
+    )
+
+
 def _model(source: Any) -> SeedModel:
     return load_seed_model(source)
 
@@ -142,6 +151,7 @@ def dose_rate(
     axes: Any = None,
     formalism: str = "2D",
     cutoff_mm: float | None = None,
+    exact: bool = False,
 ) -> np.ndarray:
     """Initial TG-43 dose rate to water (cGy/h) at arbitrary points.
 
@@ -162,11 +172,19 @@ def dose_rate(
         point-source geometry.
     cutoff_mm : float, optional
         Ignore seeds farther than this (no cut-off by default).
+    exact : bool
+        ``False`` (default): the tabulated kernel.  Seed-point pairs closer
+        than the near-field radius (at least 5 mm for 2D, 3 mm for 1D, wider
+        for a model whose table is less accurate there) are evaluated
+        exactly; farther ones are read from a fine per-model table of
+        ``r^2 Ddot`` (0.125 mm x 1 deg for 2D, 0.125 mm for 1D).  The two
+        agree to within 5e-5 relative.  ``True``: the exact TG-43 kernel for
+        every pair (the reference; about 10x (2D) to 30x (1D) slower).
 
     Returns
     -------
     (N,) ndarray
-        Dose rate in cGy/h, summed over seeds; exact evaluation.
+        Dose rate in cGy/h, summed over seeds (in float64).
     """
     pts = _points(points_mm, "points_mm")
     seeds = _points(seeds_mm, "seeds_mm")
@@ -174,9 +192,12 @@ def dose_rate(
     ax = _axes(axes, seeds.shape[0], np.array([0.0, 0.0, 1.0]))
     code = _formalism(formalism)
     cut = _cutoff(cutoff_mm)
+    use_exact = _exact_flag(exact)
     model = _model(source)
     arrays = _exact.model_arrays(model)
-    return _exact.dose_rate_points(pts / 10.0, seeds / 10.0, s, ax, code, cut / 10.0, *arrays)
+    if use_exact:
+        return _exact.dose_rate_points(pts / 10.0, seeds / 10.0, s, ax, code, cut / 10.0, *arrays)
+    return _tabulated.dose_rate(pts, seeds, s, ax, code, cut, model, arrays)
 
 
 def total_dose(
@@ -188,13 +209,16 @@ def total_dose(
     axes: Any = None,
     formalism: str = "2D",
     cutoff_mm: float | None = None,
+    exact: bool = False,
 ) -> np.ndarray:
     """Permanent-implant total dose (Gy) at arbitrary points: Ddot0 * T_half / ln 2.
 
-    Same arguments as :func:`dose_rate`; uses the model's half-life.
+    Same arguments as :func:`dose_rate` (``exact=True`` for the exact
+    kernel); uses the model's half-life.
     """
     model = _model(source)
-    rate = dose_rate(points_mm, seeds_mm, strength_U, source=model, axes=axes, formalism=formalism, cutoff_mm=cutoff_mm)
+    rate = dose_rate(points_mm, seeds_mm, strength_U, source=model, axes=axes, formalism=formalism, cutoff_mm=cutoff_mm,
+                     exact=exact)
     return rate * model.mean_life_h / 100.0
 
 
@@ -206,19 +230,29 @@ def influence_matrix(
     axes: Any = None,
     formalism: str = "2D",
     total: bool = True,
+    exact: bool = False,
 ) -> np.ndarray:
     """Dose per unit strength of each seed slot at each point, shape (N, M).
 
     ``total=True`` gives Gy per U for a permanent implant, otherwise cGy/h per U.
-    This is the dose-influence matrix the seed optimiser works on.
+    This is the dose-influence matrix the seed optimiser works on.  Column
+    ``j`` equals the dose of seed ``j`` alone at 1 U; ``exact`` selects the
+    kernel as in :func:`dose_rate` (tabulated by default).
     """
     pts = _points(points_mm, "points_mm")
     seeds = _points(seeds_mm, "seeds_mm")
     ax = _axes(axes, seeds.shape[0], np.array([0.0, 0.0, 1.0]))
     code = _formalism(formalism)
+    use_exact = _exact_flag(exact)
     model = _model(source)
-    a = _exact.influence_points(pts / 10.0, seeds / 10.0, ax, code, *_exact.model_arrays(model))
-    return a * (model.mean_life_h / 100.0) if total else a
+    arrays = _exact.model_arrays(model)
+    if use_exact:
+        a = _exact.influence_points(pts / 10.0, seeds / 10.0, ax, code, *arrays)
+    else:
+        a = _tabulated.influence(pts, seeds, ax, code, model, arrays)
+    if total:
+        a *= model.mean_life_h / 100.0
+    return a
 
 
 # ----------------------------------------------------------------- grid dose

@@ -282,6 +282,7 @@ def heterogeneity_dose(
     formalism: str = "2D",
     mu_water_cm: float = MU_WATER_CM,
     step_mm: float | None = None,
+    exact: bool = False,
 ) -> np.ndarray:
     """Total permanent-implant dose (Gy): TG-43 dose x primary attenuation ratio.
 
@@ -298,6 +299,9 @@ def heterogeneity_dose(
         Air-kerma strength per seed (U).
     mu_volume_cm, grid : see :func:`attenuation_factors`.
     source, axes, formalism : see :func:`seedplan.dose.api.total_dose`.
+    exact : bool
+        The TG-43 term from the tabulated kernel (``False``, default) or the
+        exact one (``True``); see :func:`seedplan.dose.api.dose_rate`.
 
     Returns
     -------
@@ -308,7 +312,7 @@ def heterogeneity_dose(
 
     seeds = _pts(seeds_mm, "seeds_mm")
     s = _strengths(strength_U, seeds.shape[0])
-    a = influence_matrix(points_mm, seeds, source=source, axes=axes, formalism=formalism, total=True)
+    a = influence_matrix(points_mm, seeds, source=source, axes=axes, formalism=formalism, total=True, exact=exact)
     f = attenuation_factors(points_mm, seeds, mu_volume_cm, grid, mu_water_cm=mu_water_cm, step_mm=step_mm)
     return (a * f) @ s
 

@@ -165,3 +165,19 @@ def test_failed_run_keeps_previous_plan(demo_dir, tmp_path):
     bad.write_text(json.dumps({"format": "seedplan-case/1", "ct": "nowhere/"}))
     assert main(["plan", str(bad), "--out", str(tmp_path)]) == 2
     assert (tmp_path / "plan.json").read_bytes() == before
+
+
+def test_two_identical_demos_give_identical_plan_and_metrics(demo_dir, tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "again")]) == 0
+    a = json.loads((demo_dir / "plan.json").read_text())
+    b = json.loads((tmp_path / "again" / "plan.json").read_text())
+    assert a.pop("run") != {} and b.pop("run") != {}  # the run record: when, and how fast
+    assert a == b
+    assert (demo_dir / "metrics.json").read_bytes() == (tmp_path / "again" / "metrics.json").read_bytes()
+    # the exported DICOM RT objects of the same plan carry the same UIDs
+    import pydicom
+
+    for name in ("RTPLAN.dcm", "RTSTRUCT.dcm", "RTDOSE.dcm"):
+        u1 = pydicom.dcmread(demo_dir / "dicom" / name).SOPInstanceUID
+        u2 = pydicom.dcmread(tmp_path / "again" / "dicom" / name).SOPInstanceUID
+        assert u1 == u2, name

@@ -102,14 +102,14 @@ def text(value: Any, name: str, *, empty: bool = False) -> str:
     return value
 
 
-def vector(value: Any, name: str, *, size: int = 3, unit: str = "mm") -> tuple[float, ...]:
-    """``size`` finite real numbers, as a tuple of floats."""
-    arr = points(value, name, dim=size, unit=unit, single=True)
+def vector(value: Any, name: str, *, size: int = 3, unit: str = "mm", max_abs: float | None = None) -> tuple[float, ...]:
+    """``size`` finite real numbers (each within ``max_abs`` of 0 when given), as a tuple of floats."""
+    arr = points(value, name, dim=size, unit=unit, single=True, max_abs=max_abs)
     return tuple(float(v) for v in arr[0])
 
 
 def points(value: Any, name: str, *, dim: int = 3, unit: str = "mm", single: bool = False,
-           max_points: int | None = None) -> np.ndarray:
+           max_points: int | None = None, max_abs: float | None = None, min_points: int = 0) -> np.ndarray:
     """An ``(N, dim)`` array of finite real numbers (a single point of ``dim`` values becomes ``(1, dim)``).
 
     Parameters
@@ -118,6 +118,10 @@ def points(value: Any, name: str, *, dim: int = 3, unit: str = "mm", single: boo
         Exactly one point is expected.
     max_points : int, optional
         Refuse more rows than this (:class:`~seedplan.errors.ResourceError`), before any copy.
+    max_abs : float, optional
+        Refuse coordinates farther than this from 0 (absurd positions, e.g. 1e30 mm).
+    min_points : int
+        Refuse fewer rows than this.
     """
     what = f"{dim} numbers" if single else f"an (N, {dim}) array of numbers"
     if value is None or isinstance(value, (str, bytes, Mapping)):
@@ -135,14 +139,20 @@ def points(value: Any, name: str, *, dim: int = 3, unit: str = "mm", single: boo
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim or (single and arr.shape[0] != 1):
         raise InputError(f"{name} must be {what} ({unit}), got shape {np.shape(value)}")
+    if arr.shape[0] < min_points:
+        raise InputError(f"{name} is empty: give at least {min_points} point{'s' if min_points > 1 else ''}")
     if max_points is not None and arr.shape[0] > max_points:
         from .errors import ResourceError
 
-        raise ResourceError(f"{name} has {arr.shape[0]:,} points; at most {max_points:,} fit in memory here")
+        raise ResourceError(f"{name} has {arr.shape[0]:,} rows; at most {max_points:,} are accepted here")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         bad = int(np.argwhere(~np.isfinite(arr))[0, 0])
         raise InputError(f"{name} contains NaN or inf (first at row {bad}); values must be finite {unit}")
+    if max_abs is not None and arr.size and float(np.abs(arr).max()) > max_abs:
+        bad = int(np.argmax(np.abs(arr).max(axis=1)))
+        raise InputError(f"{name}[{bad}] = {arr[bad].tolist()} lies farther than {max_abs:g} {unit} from the "
+                         "origin; positions must be in patient coordinates")
     return arr
 
 

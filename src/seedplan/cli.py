@@ -41,6 +41,16 @@ def _setup_logging(verbose: bool) -> None:
     warnings.showwarning = show
 
 
+def _compile_notice() -> None:
+    """Say so when the numerical kernels have not been compiled yet on this installation (the first run waits)."""
+    here = Path(__file__).resolve().parent
+    cached = [f for d in ("dose", "planning") for f in (here / d / "__pycache__").glob("*.nbi")] \
+        if (here / "dose").is_dir() else []
+    if not cached and not os.environ.get("NUMBA_CACHE_DIR"):
+        log.info("first run on this installation: compiling the numerical kernels (about a minute, once; "
+                 "later runs use the compiled cache)")
+
+
 # --------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -270,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if args.command in ("demo", "plan", "dose", "export", "view", "robustness"):
+        _compile_notice()
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -74,3 +74,33 @@ def test_mci_conversion_rejects_negative():
     assert seedplan.mCi_to_U([0.3, 1.0]) == pytest.approx([0.381, 1.27])
     override = seedplan.load_seed_model("6711").with_U_per_mCi(1.3)
     assert seedplan.mCi_to_U(1.0, source=override) == pytest.approx(1.3)
+
+
+# ------------------------------------------------------------ resources and absurd values (before memory is spent)
+def test_too_many_points_or_pairs_is_a_resource_error_before_any_copy():
+    import seedplan
+    from seedplan.errors import ResourceError
+
+    seed = np.zeros((1, 3))
+    huge = np.broadcast_to(np.zeros(3), (10**10, 3))  # a view: no memory is spent making it
+    with pytest.raises(ResourceError, match="points.*GiB"):
+        seedplan.dose_rate(huge, seed, 1.0)
+    slots = np.broadcast_to(np.zeros(3), (10**5, 3))
+    with pytest.raises(ResourceError, match="influence matrix of 1,000,000 points x 100,000 seeds"):
+        seedplan.influence_matrix(np.broadcast_to(np.ones(3), (10**6, 3)), slots)
+    with pytest.raises(ResourceError, match="seeds_mm has 1,000,000 rows"):
+        seedplan.total_dose(np.zeros((1, 3)), np.broadcast_to(np.ones(3), (10**6, 3)), 1.0)
+
+
+def test_absurd_positions_and_kinds_are_refused():
+    import seedplan
+    from seedplan.errors import InputError, InputTypeError
+
+    with pytest.raises(InputError, match=r"seeds_mm\[1\].*farther than 100000 mm"):
+        seedplan.total_dose(np.zeros((1, 3)), [[0, 0, 0], [1e30, 0, 0]], 1.0)
+    with pytest.raises(InputTypeError, match="complex"):
+        seedplan.dose_rate(np.zeros((2, 3), complex), np.zeros((1, 3)), 1.0)
+    with pytest.raises(InputTypeError, match="booleans"):
+        seedplan.dose_rate(np.ones((2, 3), bool), np.zeros((1, 3)), 1.0)
+    with pytest.raises(InputError, match="seeds_mm is empty"):
+        seedplan.total_dose_grid(seedplan.Grid([0, 0, 0], [1, 1, 1], [5, 5, 5]), np.zeros((0, 3)), [])

@@ -62,6 +62,12 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         (lambda d: d["prescription"].__setitem__("dose_Gy", 5000), "prescription"),
         (lambda d: d.__setitem__("extra", 1), "unknown keys"),
         (lambda d: d.__setitem__("implant_date", "yesterday"), "implant_date"),
+        # the JSON path of the actual bad value, not the last one read
+        (lambda d: d.__setitem__("seeds", "many"), "seeds: must be a list, got str 'many'"),
+        (lambda d: d.__setitem__("needles", {"N1": 1}), "needles: must be a list"),
+        # absurd but well formed: an implant two years before the calibration
+        (lambda d: d.__setitem__("implant_date", "2024-11-01"), "days before calibration_date"),
+        (lambda d: d["seeds"][0].__setitem__("position_mm", [1e30, 0, 0]), "seeds[0]"),
     ],
 )
 def test_hand_edited_plans_rejected(tmp_path, edit, message):

@@ -156,3 +156,19 @@ def test_hot_spot_goals_met_at_l5():
     r = plan_case(ph.ct, ph.structures, options=PlanningOptions(heterogeneity=False))
     t = r.plan.results["target"]
     assert r.plan.results["failed_goals"] == [], (t["V100_pct"], t["V150_pct"], t["V200_pct"])
+
+
+def test_absurd_inputs_are_refused(phantom):
+    from seedplan.errors import InputError
+    from seedplan.imaging.structures import StructureSet
+    from seedplan.planning import PlanningOptions
+
+    g = phantom.ct.grid
+    xyz = g.voxel_centers_mm()
+    in_air = np.linalg.norm(xyz - np.array([0.0, 125.0, 0.0]), axis=-1) <= 8.0  # behind the patient's back
+    others = [x for x in phantom.structures.values() if x.name != "target"]
+    with pytest.raises(PlanningError, match="lies outside the patient"):
+        plan_case(phantom.ct, StructureSet([Structure("target", "target", in_air, g), *others]))
+    with pytest.raises(InputError, match="730 days before calibration_date"):
+        PlanningOptions(calibration_date="2026-11-20", implant_date="2024-11-20")
+    PlanningOptions(calibration_date="2026-11-25", implant_date="2026-11-20")  # a reference date after the implant

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seedplan.errors import InputError, PlanningError
+from seedplan.errors import InputError
 from seedplan.imaging.structures import Role, StructureSet
 from seedplan.plan import load_plan, save_plan
 from seedplan.plan import reevaluate_plan

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as v
 from ..errors import InputError, InputTypeError, ResourceError
 from ..geometry import Grid
 from ..sources import SeedModel, load_seed_model
@@ -29,21 +30,30 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ validation
-def _points(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, (str, bytes)) or value is None:
-        raise InputTypeError(f"{name} must be an (N, 3) array of positions in mm, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"{name} must be an (N, 3) array of numbers (mm)") from None
-    if arr.ndim == 1 and arr.shape[0] == 3:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise InputError(f"{name} must have shape (N, 3) (x, y, z in mm), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.argwhere(~np.isfinite(arr))[0, 0])
-        raise InputError(f"{name} contains NaN or inf (first at row {bad}); positions must be finite mm")
-    return np.ascontiguousarray(arr)
+#: The most seeds one dose call accepts: a permanent implant holds tens to a couple of hundred; the dose of
+#: 5,000 seeds on a fine grid already takes minutes.
+MAX_SEEDS = 5_000
+#: Positions farther than this from the origin (mm) are not patient coordinates.
+MAX_ABS_MM = 1e5
+
+
+def _points(value: Any, name: str, *, min_points: int = 0) -> np.ndarray:
+    if name == "seeds_mm":
+        return v.points(value, name, max_points=MAX_SEEDS, max_abs=MAX_ABS_MM, min_points=max(min_points, 1))
+    return v.points(value, name, max_abs=MAX_ABS_MM, min_points=min_points)
+
+
+def _check_memory(what: str, n_bytes: float, hint: str) -> None:
+    """ResourceError before ``n_bytes`` are spent when they would not fit in the available memory."""
+    avail = _available_memory_bytes()
+    if n_bytes > 0.8 * avail:
+        raise ResourceError(f"{what} needs {n_bytes / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB is available; "
+                            f"{hint}")
+
+
+def _point_count(value: Any, name: str) -> int:
+    shape = np.shape(value) if not isinstance(value, (str, bytes)) else ()
+    return int(shape[0]) if len(shape) == 2 else 1
 
 
 def _strengths(value: Any, m: int) -> np.ndarray:
@@ -131,13 +141,8 @@ def _available_memory_bytes() -> int:
 def _check_grid(grid: Any) -> Grid:
     if not isinstance(grid, Grid):
         raise InputTypeError(f"grid must be a seedplan.Grid, got {type(grid).__name__}")
-    need = grid.n_voxels * 8
-    avail = _available_memory_bytes()
-    if need > 0.8 * avail:
-        raise ResourceError(
-            f"grid of {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels needs {need / 2**30:.1f} GiB for the dose "
-            f"but only {avail / 2**30:.1f} GiB is available; use a coarser spacing_mm or a smaller region"
-        )
+    _check_memory(f"the dose on a grid of {grid.size[0]}x{grid.size[1]}x{grid.size[2]} voxels", grid.n_voxels * 8.0,
+                  "use a coarser spacing_mm or a smaller region")
     return grid
 
 
@@ -186,6 +191,8 @@ def dose_rate(
     (N,) ndarray
         Dose rate in cGy/h, summed over seeds (in float64).
     """
+    _check_memory(f"the dose at {_point_count(points_mm, 'points_mm'):,} points",
+                  80.0 * _point_count(points_mm, "points_mm"), "evaluate the points in chunks")
     pts = _points(points_mm, "points_mm")
     seeds = _points(seeds_mm, "seeds_mm")
     s = _strengths(strength_U, seeds.shape[0])
@@ -239,6 +246,9 @@ def influence_matrix(
     ``j`` equals the dose of seed ``j`` alone at 1 U; ``exact`` selects the
     kernel as in :func:`dose_rate` (tabulated by default).
     """
+    n, m = _point_count(points_mm, "points_mm"), _point_count(seeds_mm, "seeds_mm")
+    _check_memory(f"an influence matrix of {n:,} points x {m:,} seeds", 8.0 * n * m + 32.0 * n,
+                  "use fewer points or seed slots")
     pts = _points(points_mm, "points_mm")
     seeds = _points(seeds_mm, "seeds_mm")
     ax = _axes(axes, seeds.shape[0], np.array([0.0, 0.0, 1.0]))

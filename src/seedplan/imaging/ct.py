@@ -319,13 +319,13 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTImage:
         listing = ", ".join(f"{u} ({n} files)" for n, u in sizes)
         if sizes[0][0] == sizes[1][0]:
             raise InputError(
-                f"{folder} holds several DICOM series of the same size ({listing}); "
-                "choose one with series_uid="
+                f"{folder} holds several DICOM series of the same size ({listing}); choose one: "
+                "\"ct_series_uid\" in the case file (series_uid= in load_ct)"
             )
         chosen = sizes[0][1]
         warnings.warn(
             f"{folder} holds {len(series)} DICOM series ({listing}); reading the largest, {chosen}. "
-            "Pass series_uid= to choose another.",
+            "To choose another, set \"ct_series_uid\" in the case file (series_uid= in load_ct).",
             stacklevel=3,
         )
     files = series[chosen]

@@ -33,8 +33,8 @@ class Needle:
     label: str = ""
 
     def __post_init__(self) -> None:
-        e = np.array(v.vector(self.entry_mm, "needle entry_mm"))
-        t = np.array(v.vector(self.tip_mm, "needle tip_mm"))
+        e = np.array(v.vector(self.entry_mm, "needle entry_mm", max_abs=1e5))
+        t = np.array(v.vector(self.tip_mm, "needle tip_mm", max_abs=1e5))
         if np.linalg.norm(t - e) < 1e-9:
             raise InputError("Needle entry_mm and tip_mm must differ")
         if self.kind not in ("seed", "pvp"):

@@ -43,6 +43,25 @@ CEMENT_MODEL_NAMES = ("combined", "pvp")
 #: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
 BONE_MIN_HU = 250.0
 
+#: An implant date this many days (about one 125I half-life) or more before the calibration date is refused:
+#: the seeds would be twice as strong at the implant as at their calibration.
+MAX_DAYS_IMPLANT_BEFORE_CALIBRATION = 60.0
+
+
+def check_dates(calibration_date: str | None, implant_date: str | None, where: str = "") -> None:
+    """Refuse an implant date long before the calibration date (a typo, not a plan)."""
+    if not (calibration_date and implant_date):
+        return
+    import datetime as _dt
+
+    days = (_dt.datetime.fromisoformat(calibration_date) - _dt.datetime.fromisoformat(implant_date)).total_seconds()
+    days /= 86400.0
+    if days >= MAX_DAYS_IMPLANT_BEFORE_CALIBRATION:
+        raise InputError(
+            f"{where}implant_date {implant_date} is {days:.0f} days before calibration_date {calibration_date}: the "
+            f"seeds would be {2 ** (days / 59.4):.1f} x stronger at the implant than calibrated; check the dates "
+            "(seeds are calibrated before the implant, or for a reference date a few days after it)")
+
 
 @dataclass(frozen=True)
 class NeedleConstraints:
@@ -305,6 +324,7 @@ class PlanningOptions:
         for k in ("calibration_date", "implant_date"):
             if getattr(self, k) is not None:
                 v.iso_date(getattr(self, k), k)
+        check_dates(self.calibration_date, self.implant_date)
         v.integer(self.rng_seed, "rng_seed", lo=0)
         v.choice(self.pvp_approach, "pvp_approach", ("transpedicular", "parapedicular", None))
         for k in ("cement", "heterogeneity", "pvp_bilateral"):

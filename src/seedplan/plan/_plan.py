@@ -43,7 +43,7 @@ from ..sources import SeedModel, load_seed_model, seed_model_from_dict
 from ._cement import PlanCement
 from ._masks import decode_mask, encode_mask
 from ._needle import Needle
-from ._options import PlanningOptions
+from ._options import PlanningOptions, check_dates
 from ._prescription import Prescription
 
 FORMAT = "seedplan-plan"
@@ -52,6 +52,13 @@ VERSION = 2
 __all__ = ["PlannedSeed", "Plan", "save_plan", "load_plan", "FORMAT", "VERSION"]
 
 log = logging.getLogger("seedplan")
+
+#: Positions farther than this from the origin (mm) are not patient coordinates.
+MAX_ABS_MM = 1e5
+#: The most seeds a plan holds (a permanent implant holds tens to a couple of hundred).
+MAX_SEEDS = 1000
+#: No seed lies farther than this from the median seed position (mm).
+MAX_SEED_SPREAD_MM = 150.0
 
 #: Keys of ``plan.case`` that hold paths (absolute in memory, relative to the plan file on disk).
 CASE_PATH_KEYS = ("case_file", "ct")
@@ -75,7 +82,7 @@ class PlannedSeed:
 
     def __post_init__(self) -> None:
         set_ = lambda k, x: object.__setattr__(self, k, x)  # noqa: E731
-        set_("position_mm", v.vector(self.position_mm, "seed position_mm"))
+        set_("position_mm", v.vector(self.position_mm, "seed position_mm", max_abs=MAX_ABS_MM))
         ax = np.asarray(v.vector(self.axis, "seed axis"))
         n = float(np.linalg.norm(ax))
         if n < 1e-9:
@@ -165,6 +172,7 @@ class Plan:
         v.choice(self.formalism, "plan formalism", ("2D", "1D", "1D-point"))
         v.iso_date(self.calibration_date, "calibration_date")
         v.iso_date(self.implant_date, "implant_date")
+        check_dates(self.calibration_date, self.implant_date)
         if not isinstance(self.prescription, Prescription):
             raise InputError(f"plan prescription must be a Prescription, got {type(self.prescription).__name__}")
         for name in ("needles", "pvp_needles", "seeds", "structures", "notes"):
@@ -172,6 +180,16 @@ class Plan:
         for i, s in enumerate(self.seeds):
             if s.needle > len(self.needles):
                 raise InputError(f"seed {i + 1} refers to needle {s.needle}, but the plan has {len(self.needles)} needles")
+        if len(self.seeds) > MAX_SEEDS:
+            raise InputError(f"a plan of {len(self.seeds)} seeds is not a seed implant (at most {MAX_SEEDS})")
+        if len(self.seeds) > 1:
+            p = self.positions_mm
+            far = np.linalg.norm(p - np.median(p, axis=0), axis=1)
+            k = int(np.argmax(far))
+            if far[k] > MAX_SEED_SPREAD_MM:
+                raise InputError(f"seed {k + 1} at ({p[k, 0]:.1f}, {p[k, 1]:.1f}, {p[k, 2]:.1f}) mm lies {far[k]:.0f} mm "
+                                 f"from the other seeds; an implant spans a few cm (at most {MAX_SEED_SPREAD_MM:g} mm "
+                                 "here): check its position")
         if self.cement is not None and not isinstance(self.cement, PlanCement):
             raise InputError(f"plan cement must be a PlanCement or None, got {type(self.cement).__name__}")
 
@@ -295,15 +313,19 @@ class Plan:
             where = "options"
             opts = None if data.get("options") is None else PlanningOptions.from_dict(data["options"], "options")
             needles, pvp, seeds = [], [], []
+            where = "needles"
             for i, n in enumerate(_list(data["needles"], "needles")):
                 where = f"needles[{i}]"
                 needles.append(Needle.from_dict(n))
+            where = "pvp_needles"
             for i, n in enumerate(_list(data.get("pvp_needles", []), "pvp_needles")):
                 where = f"pvp_needles[{i}]"
                 pvp.append(Needle.from_dict(n))
+            where = "seeds"
             for i, s in enumerate(_list(data["seeds"], "seeds")):
                 where = f"seeds[{i}]"
                 seeds.append(PlannedSeed.from_dict(s))
+            where = "notes"
             notes = [str(x) for x in _list(data.get("notes", []), "notes")]
             cement = None
             if data.get("cement") is not None:
@@ -314,6 +336,7 @@ class Plan:
                 else:
                     cement = PlanCement.from_dict(data["cement"], f"{source}: cement")
             structures = []
+            where = "structures"
             for i, s in enumerate(_list(data.get("structures", []), "structures")):
                 where = f"structures[{i}]"
                 structures.append(_structure_from_dict(s, f"{source}: structures[{i}]"))
@@ -387,7 +410,7 @@ def _structure_from_dict(d: Any, where: str) -> Structure:
 
 def _list(value: Any, where: str) -> list:
     if not isinstance(value, list):
-        raise InputError(f"{where} must be a list")
+        raise InputError(f"must be a list, got {type(value).__name__} {str(value)[:40]!r}")
     return value
 
 

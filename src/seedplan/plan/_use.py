@@ -172,6 +172,8 @@ def corrected_dose_metrics(plan: Plan, ct: CTImage, structures: StructureSet, *,
 
     Needs the plan's cement.  Structures are sampled at ``points_per_mm3`` (1 mm)
     with partial-volume weights; the target is also reported without its cement-filled part.
+    Organs at risk farther than :data:`OAR_REACH_MM` from every seed are left out (their dose is a
+    few % of the prescription at most).
     """
     from ..dose.heterogeneity import heterogeneity_dose, mu_map
 
@@ -203,8 +205,10 @@ def corrected_dose_metrics(plan: Plan, ct: CTImage, structures: StructureSet, *,
             out["target_outside_cement"] = target_block(dvh_of(rest, f"{targets[0].name} outside cement"),
                                                         f"{targets[0].name} outside cement")
     out["oars"] = {}
+    near = dose_region(plan, structures, grid, target=False)  # organs beyond reach get a negligible dose
+    out["organs_beyond_mm"] = OAR_REACH_MM
     for x in structures.values():
-        if x.role in (Role.OAR, Role.CANAL) and not x.is_empty:
+        if x.role in (Role.OAR, Role.CANAL) and not x.is_empty and (x.mask_on(grid) & near).any():
             h = dvh_of(x.mask_on(grid), x.name)
             out["oars"][x.name] = {"Dmax_Gy": h.max_Gy, "D0.1cc_Gy": h.D_cc(0.1), "D1cc_Gy": h.D_cc(1.0)}
     return out
@@ -245,11 +249,17 @@ def plan_metrics(plan: Plan, ev: Evaluation, *, corrected: dict[str, Any] | None
     m["failed_goals"] = [g.goal for g in checks if not g.passed]
     if plan.cement is not None:
         m["cement"] = dict(plan.cement.metrics)
+    notes = list(plan.notes) + (list(plan.cement.warnings) if plan.cement is not None else [])
     if corrected is not None:
         m["heterogeneity"] = corrected
+        t = corrected.get("target") or {}
+        pd = presc.dose_Gy
+        if t and (t["D90_Gy"] < pd or t["V100_pct"] < presc.v100_goal_pct):
+            notes.append(f"with the cement and bone attenuation (approximate correction) the target D90 is "
+                         f"{100 * t['D90_Gy'] / pd:.0f} % of PD ({t['D90_Gy']:.1f} Gy) and V100 {t['V100_pct']:.1f} %: "
+                         "the TG-43 dose to water overstates the dose the cement shadows")
     if plan.optimiser:
         m["optimiser"] = dict(plan.optimiser)
-    notes = list(plan.notes) + (list(plan.cement.warnings) if plan.cement is not None else [])
     if notes:
         m["warnings"] = list(m.get("warnings") or []) + notes
     return m

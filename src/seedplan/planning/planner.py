@@ -227,6 +227,13 @@ def _anatomy(c: _Context) -> None:
     c.structures = s
     c.derived = tuple(x for x in s.values() if x.derived)
     c.notes.extend(f"anatomy: {n}" for n in notes if "not added" not in n)  # derive_anatomy logs them
+    body = s.by_role(Role.BODY)[0].mask_on(grid) if s.by_role(Role.BODY) else None
+    inside = 100.0 * float((c.target_mask & body).sum()) / float(c.target_mask.sum()) if body is not None else 100.0
+    mean_hu = float(np.mean(c.ct.hu[c.target_mask]))
+    if inside < 50.0 or mean_hu < -500.0:
+        raise PlanningError(f"target {c.target.name!r} lies outside the patient: {inside:.0f} % of it is inside the "
+                            f"body, its mean CT value is {mean_hu:.0f} HU (air is -1000); check the target contour and "
+                            "that it belongs to this CT")
     position = c.ct.patient_position
     if position not in PRONE:
         c.notes.append(
@@ -490,8 +497,9 @@ def plan_case(
     for step in STEPS:
         t = time.perf_counter()
         step(c)
-        c.timings[step.__name__.lstrip("_")] = round(time.perf_counter() - t, 3)
-        log.debug("step %s: %.2f s", step.__name__.lstrip("_"), c.timings[step.__name__.lstrip("_")])
+        name = step.__name__.lstrip("_")
+        c.timings[name] = round(time.perf_counter() - t, 3)
+        log.log(logging.INFO if c.timings[name] >= 1.0 else logging.DEBUG, "step %s: %.1f s", name, c.timings[name])
     c.timings["total"] = round(time.perf_counter() - t0, 3)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     run = {"created": created, "timings_s": dict(c.timings), "optimiser_solve_time_s": round(c.solution.solve_time_s, 3)}

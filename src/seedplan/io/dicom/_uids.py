@@ -35,9 +35,11 @@ class DicomExport:
 
 
 def plan_key(plan: Plan) -> str:
-    """SHA-256 of the plan's content, leaving out its run record (time of the run, timings)."""
+    """SHA-256 of the plan's content, leaving out its run record (time of the run, timings) and where its files
+    are (the case is identified by its CT's series UID and content hash)."""
     d = plan.to_dict()
     d.pop("run", None)
+    d["case"] = {k: v for k, v in d["case"].items() if k not in ("case_file", "ct")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

@@ -144,7 +144,10 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(demo_dir, tmp_path):
         (("dose", str(demo_dir / "metrics.json")), "not a seedplan plan"),
     ]
     for name, planning, word in (("cement_big", {"cement_volume_mL": 60}, "volume_mL=60 exceeds what the vertebral body"),
-                                 ("cement_gold", {"cement_material": "gold"}, "cement material 'gold' is unknown")):
+                                 ("cement_gold", {"cement_material": "gold"}, "cement material 'gold' is unknown"),
+                                 ("dates", {"calibration_date": "2026-11-20", "implant_date": "2024-11-20"},
+                                  "730 days before calibration_date"),
+                                 ("typo", {"implant_date": "2026-13-01"}, "implant_date must be an ISO date")):
         f = tmp_path / f"{name}.json"
         f.write_text(json.dumps(dict(case_abs, prescription={}, planning=planning)))
         cases.append((("plan", str(f), "--out", str(tmp_path / name)), word))
@@ -181,3 +184,18 @@ def test_two_identical_demos_give_identical_plan_and_metrics(demo_dir, tmp_path)
         u1 = pydicom.dcmread(demo_dir / "dicom" / name).SOPInstanceUID
         u2 = pydicom.dcmread(tmp_path / "again" / "dicom" / name).SOPInstanceUID
         assert u1 == u2, name
+
+
+def test_the_demo_reuses_an_identical_phantom_case(tmp_path):
+    from seedplan.demo import _reuse_case
+    from seedplan.imaging import make_spine_phantom
+    from seedplan.io import write_phantom_case
+
+    ph = make_spine_phantom(spacing_mm=3.0)
+    write_phantom_case(ph, tmp_path / "a" / "case")
+    assert _reuse_case(ph, tmp_path / "a" / "case", tmp_path / "b" / "case")
+    a, b = tmp_path / "a" / "case" / "rtstruct.dcm", tmp_path / "b" / "case" / "rtstruct.dcm"
+    assert a.stat().st_ino == b.stat().st_ino  # linked, not written again
+    other = make_spine_phantom(spacing_mm=3.0, lesion_diameter_mm=20.0)
+    assert not _reuse_case(other, tmp_path / "a" / "case", tmp_path / "c" / "case")
+    assert not (tmp_path / "c").exists()

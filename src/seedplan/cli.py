@@ -56,14 +56,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(out_dir=Path(args.out), level=args.level, lesion_diameter_mm=args.lesion_diameter_mm,
-             lesion_type=args.lesion_type)
+             lesion_type=args.lesion_type, timings=args.timings)
     return 0
 
 
 # --------------------------------------------------------------------------- plan
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .io import format_plan_table, load_case
-    from .outputs import final_path, output_folder, write_plan_outputs
+    import time
+
+    from .outputs import final_path, format_timings, output_folder, write_plan_outputs
     from .planning import plan_case
 
     log.info("loading case %s", args.case)
@@ -71,10 +73,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     with output_folder(args.out, what="plan", inputs=(args.case, case.reference["ct"])) as staging:
         result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
                            case_reference=case.reference)
+        t = time.perf_counter()
         files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)
+        t_out = time.perf_counter() - t
     print(format_plan_table(result.plan))
     for label, path in files.items():
         print(f"{label}: {final_path(path, staging, args.out)}")
+    if args.timings:
+        print("\n" + format_timings(dict(result.timings_s), outputs_s=t_out))
     return 0
 
 
@@ -229,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--level", default="L3", help="vertebral level of the lesion, e.g. L3 (default)")
     d.add_argument("--lesion-diameter-mm", type=float, default=30.0, help="lesion diameter in mm (default 30)")
     d.add_argument("--lesion-type", choices=["lytic", "blastic"], default="lytic")
+    d.add_argument("--timings", action="store_true", help="print the time of each step")
     d.set_defaults(func=_cmd_demo)
 
     pl = sub.add_parser("plan", help="plan needles and seeds for a case file (CT + structures)")
     pl.add_argument("case", help="case file (JSON, see examples/case_phantom.json)")
     pl.add_argument("--out", default="seedplan_plan", help="output folder (default: seedplan_plan)")
+    pl.add_argument("--timings", action="store_true", help="print the time of each step")
     pl.set_defaults(func=_cmd_plan)
 
     ds = sub.add_parser("dose", help="recompute the dose (and metrics) of a saved plan")

@@ -21,36 +21,78 @@ from pathlib import Path
 
 from .io.case import load_case, write_phantom_case
 from .io.plan_table import format_plan_table
-from .outputs import final_path, output_folder, write_plan_outputs
+from .outputs import final_path, format_timings, output_folder, write_plan_outputs
 
 __all__ = ["run_demo"]
 
 log = logging.getLogger("seedplan")
 
 
+def _reuse_case(phantom: object, earlier: Path, staging: Path) -> bool:
+    """Link the earlier demo's case folder into the new one when it holds this very phantom (same CT series,
+    same structure volumes, written by this version), instead of writing 100+ DICOM slices again."""
+    import json
+    import os
+    import shutil
+
+    from . import __version__
+    from .io.case import phantom_info
+
+    info = earlier / "phantom.json"
+    try:
+        old = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return False
+    if old != phantom_info(phantom, series_uid=phantom.ct.series_uid, version=__version__):
+        return False
+
+    def link(src: str, dst: str) -> str:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        return dst
+
+    shutil.copytree(earlier, staging, copy_function=link)
+    log.info("reusing the phantom case of the earlier demo in %s (same phantom)", earlier)
+    return True
+
+
 def run_demo(out_dir: Path, *, level: str = "L3", lesion_diameter_mm: float = 30.0,
-             lesion_type: str = "lytic") -> Path:
+             lesion_type: str = "lytic", timings: bool = False) -> Path:
     """Build the phantom, plan it, and write the outputs; returns the output folder.
 
     The folder is written all-or-nothing (:func:`~seedplan.outputs.output_folder`):
-    a failed or interrupted demo leaves an earlier one as it was.
+    a failed or interrupted demo leaves an earlier one as it was.  ``timings``: also
+    print the time of each step.
     """
+    import time
+
     from .imaging.phantom import make_spine_phantom
     from .planning import plan_case
 
     out = Path(out_dir)
+    t0 = time.perf_counter()
     with output_folder(out, what="demo") as staging:
         log.info("building the spine phantom: %s, %s lesion of %g mm", level, lesion_type, lesion_diameter_mm)
         ph = make_spine_phantom(level=level, lesion_diameter_mm=lesion_diameter_mm, lesion_type=lesion_type)
-        written = write_phantom_case(ph, staging / "case")
-        case = load_case(written["case"])  # plan what a user would load: the exported DICOM CT and RTSTRUCT
+        if not _reuse_case(ph, out / "case", staging / "case"):
+            write_phantom_case(ph, staging / "case")
+        case = load_case(staging / "case" / "case.json")  # plan what a user would load: the DICOM CT and RTSTRUCT
         reference = dict(case.reference)
         reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type}
+        t_case = time.perf_counter() - t0
         result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
                            case_reference=reference)
+        t = time.perf_counter()
         files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)
+        t_out = time.perf_counter() - t
     print(format_plan_table(result.plan))
     print()
     for label, path in files.items():
         print(f"{label}: {final_path(path, staging, out)}")
+    if timings:
+        print()
+        print(format_timings({"phantom case": round(t_case, 3), **result.timings_s}, outputs_s=t_out))
+        print(f"(whole demo {time.perf_counter() - t0:.1f} s)")
     return out

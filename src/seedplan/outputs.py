@@ -75,6 +75,17 @@ def output_folder(out: str | os.PathLike[str], *, update: bool = False, what: st
         write_text_atomic(staging / MARKER, f"written by seedplan: {what}\n")
 
 
+def format_timings(timings_s: dict, outputs_s: float | None = None) -> str:
+    """The time of each planning step (and of writing the outputs) as a small table."""
+    rows = [(k, v) for k, v in timings_s.items() if k != "total"]
+    if outputs_s is not None:
+        rows.append(("outputs (files, views, report, DICOM)", outputs_s))
+    total = float(timings_s.get("total", 0.0)) + (outputs_s or 0.0)
+    width = max(len(k) for k, _ in rows + [("total", 0)])
+    lines = [f"{'step'.ljust(width)}  seconds"] + [f"{k.ljust(width)}  {v:7.2f}" for k, v in rows]
+    return "\n".join(lines + [f"{'total'.ljust(width)}  {total:7.2f}"])
+
+
 def final_path(path: Path, staging: Path, out: str | os.PathLike[str]) -> Path:
     """Where ``path`` (written below ``staging``) is once the staging folder has replaced ``out``."""
     try:

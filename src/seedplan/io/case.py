@@ -243,6 +243,23 @@ def load_plan_case(plan: Any) -> Case:
     return case
 
 
+def phantom_info(phantom: Any, *, series_uid: str | None, version: str) -> dict[str, Any]:
+    """What ``phantom.json`` records about a phantom case (and what tells two identical phantoms apart)."""
+    return {
+        "level": phantom.level,
+        "lesion_type": phantom.lesion_type,
+        "lesion_diameter_mm": phantom.lesion_diameter_mm,
+        "lesion_center_mm": list(phantom.lesion_center_mm),
+        "posterior_breach": phantom.posterior_breach,
+        "spacing_mm": list(phantom.ct.grid.spacing_mm),
+        "series_instance_uid": series_uid,
+        "frame_of_reference_uid": phantom.ct.frame_of_reference_uid,
+        "ct_sha256": phantom.ct.content_sha256,
+        "volumes_cm3": {n: round(s.volume_cm3, 4) for n, s in phantom.structures.items()},
+        "seedplan_version": version,
+    }
+
+
 def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
     """Write a spine phantom as a planning case folder, with its case file.
 
@@ -272,17 +289,9 @@ def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
     log.info("writing RTSTRUCT with %d structures", len(phantom.structures))
     rt = write_rtstruct(phantom.structures, ct, out / "rtstruct.dcm", label="phantom", uid_seed=ct.series_uid)
     lab, legend = write_label_map(phantom.structures, out / "labels.nii.gz", legend_path=out / "labels.json")
-    info = {
-        "level": phantom.level,
-        "lesion_type": phantom.lesion_type,
-        "lesion_diameter_mm": phantom.lesion_diameter_mm,
-        "lesion_center_mm": list(phantom.lesion_center_mm),
-        "posterior_breach": phantom.posterior_breach,
-        "spacing_mm": list(phantom.ct.grid.spacing_mm),
-        "series_instance_uid": ct.series_uid,
-        "frame_of_reference_uid": ct.frame_of_reference_uid,
-        "volumes_cm3": {n: round(s.volume_cm3, 4) for n, s in phantom.structures.items()},
-    }
+    from .. import __version__
+
+    info = phantom_info(phantom, series_uid=ct.series_uid, version=__version__)
     info_path = write_text_atomic(out / "phantom.json", json.dumps(info, indent=2) + "\n")
     name = (f"seedplan spine phantom {phantom.level} {phantom.lesion_type} {phantom.lesion_diameter_mm:g} mm")
     case = write_case_file(out / "case.json", ct=str(out / "ct"), rtstruct=str(rt), name=name)

@@ -137,13 +137,28 @@ def add_roi(ds: Any, name: str, interpreted: str, color: tuple[int, int, int],
     return number
 
 
+#: Contours already traced, by mask content (a run writes the same structures into more than one RTSTRUCT).
+_CONTOURS: dict[bytes, list[tuple[int, np.ndarray]]] = {}
+
+
+def _index_contours(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(k, polygon in (i, j) indices)`` of every contour of every axial slice, traced once per mask content."""
+    import hashlib
+
+    key = hashlib.sha1(np.packbits(mask.reshape(-1)).tobytes() + repr(mask.shape).encode()).digest()
+    if key not in _CONTOURS:
+        if len(_CONTOURS) > 256:
+            _CONTOURS.clear()
+        ks = np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]
+        _CONTOURS[key] = [(int(k), poly) for k in ks for poly in _slice_contours(mask[k])]
+    return _CONTOURS[key]
+
+
 def _mask_contours(s: Structure, ct: CTImage) -> Iterable[tuple[str, np.ndarray, str | None]]:
     grid = ct.grid
-    ks = np.nonzero(s.mask.reshape(s.mask.shape[0], -1).any(axis=1))[0]
-    for k in ks:
-        for poly in _slice_contours(s.mask[k]):
-            xyz = grid.index_to_world(np.column_stack([poly, np.full(poly.shape[0], float(k))]))
-            yield "CLOSED_PLANAR", xyz, (ct.sop_instance_uids[k] if ct.sop_instance_uids else None)
+    for k, poly in _index_contours(s.mask):
+        xyz = grid.index_to_world(np.column_stack([poly, np.full(poly.shape[0], float(k))]))
+        yield "CLOSED_PLANAR", xyz, (ct.sop_instance_uids[k] if ct.sop_instance_uids else None)
 
 
 def structure_set_dataset(

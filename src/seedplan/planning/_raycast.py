@@ -54,15 +54,37 @@ def distance_maps(
     sp = np.asarray(spacing_zyx, float)
     pad = np.ceil(cap_mm / sp).astype(int) + 1
     for s, m in enumerate(masks):
-        if not m.any():
-            continue
-        idx = np.nonzero(m)
-        lo = [max(0, int(a.min()) - p) for a, p in zip(idx, pad)]
-        hi = [min(shape[ax], int(idx[ax].max()) + 1 + int(pad[ax])) for ax in range(3)]
+        box = _bounded_distance(m, tuple(float(x) for x in sp), float(cap_mm), tuple(int(x) for x in pad))
+        if box is not None:
+            sl, d = box
+            out[(s,) + sl] = d
+    return out
+
+
+#: Distance transforms already computed, by mask content: one plan asks for the same obstacles twice (seed
+#: needles, then vertebroplasty needles).
+_DISTANCES: dict[bytes, tuple[tuple[slice, ...], np.ndarray]] = {}
+
+
+def _bounded_distance(m: np.ndarray, sp: tuple[float, ...], cap_mm: float,
+                      pad: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The capped distance map of ``m`` on its padded bounding box (None for an empty mask), cached by content."""
+    import hashlib
+
+    idx = np.nonzero(m.reshape(m.shape[0], -1).any(axis=1))[0]
+    if idx.size == 0:
+        return None
+    key = hashlib.sha1(np.packbits(m.reshape(-1)).tobytes() + repr((m.shape, sp, cap_mm, pad)).encode()).digest()
+    if key not in _DISTANCES:
+        if len(_DISTANCES) > 32:
+            _DISTANCES.clear()
+        nz = np.nonzero(m)
+        lo = [max(0, int(a.min()) - p) for a, p in zip(nz, pad)]
+        hi = [min(m.shape[ax], int(nz[ax].max()) + 1 + pad[ax]) for ax in range(3)]
         sl = tuple(slice(a, b) for a, b in zip(lo, hi))
         d = ndimage.distance_transform_edt(~m[sl], sampling=sp)
-        out[(s,) + sl] = np.minimum(d, cap_mm).astype(np.float32)
-    return out
+        _DISTANCES[key] = (sl, np.minimum(d, cap_mm).astype(np.float32))
+    return _DISTANCES[key]
 
 
 @nb.njit(cache=True)

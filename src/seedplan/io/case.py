@@ -15,6 +15,8 @@ Format (paths are relative to the case file)::
       "roles": {"GTV": "target", "Cord": "oar"},    # optional: override roles guessed from names
       "prescription": {"dose_Gy": 120},             # optional: any Prescription field; "seed_model" may
                                                     # name a seed model file (relative to the case file)
+      "patient": {"age_y": 64, "primary": "prostate", "primary_growth": "slow",    # optional: the clinical
+                  "metastatic_segments": 2, "kps": 80},                           # context of the report
       "planning": {"needle_mode": "free", "formalism": "2D",
                    "calibration_date": "2026-11-20", "implant_date": "2026-11-21",
                    "pvp_approach": "transpedicular", "cement_model": "combined",
@@ -38,13 +40,14 @@ from ..imaging.ct import CTImage, load_ct
 from ..imaging.structures import Role, StructureSet, load_label_map, load_mask, load_rtstruct
 from ..imaging.totalseg import load_totalsegmentator
 from ..plan import PlanningOptions, Prescription
+from ..plan._context import patient_from_dict
 from ..sources import load_seed_model
 
 log = logging.getLogger("seedplan")
 
 FORMAT = "seedplan-case/1"
 _KEYS = {"format", "name", "ct", "ct_series_uid", "patient_position", "structures", "roles", "prescription",
-         "planning"}
+         "planning", "patient"}
 #: Structure sources, in order of precedence: a name given by an earlier source wins over a later one
 #: (hand-drawn contours over an auto-segmentation).
 _SOURCES = ("masks", "rtstruct", "label_map", "totalsegmentator")
@@ -134,6 +137,10 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
         planning = PlanningOptions.from_dict(data.get("planning") or {}, "planning")
     except InputError as exc:
         raise FileFormatError(f"{src}: {exc}") from None
+    try:
+        patient = patient_from_dict(data["patient"]) if data.get("patient") is not None else None
+    except InputError as exc:
+        raise FileFormatError(f"{src}: {exc}") from None
     name = str(data.get("name") or src.stem)
     reference = {
         "name": name,
@@ -142,6 +149,8 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
         "ct_series_uid": ct.series_uid,
         "ct_sha256": ct.content_sha256,
     }
+    if patient:
+        reference["patient"] = patient
     return Case(name, ct, structures, presc, planning, reference)
 
 

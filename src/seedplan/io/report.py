@@ -320,6 +320,45 @@ def _cement_section(plan: Plan) -> str:
     return "".join(out)
 
 
+def _context_section(plan: Plan) -> str:
+    """Published figures beside the plan's own (cement distribution, leak and pain factors, prognostic index)."""
+    ctx = (plan.results or {}).get("clinical_context")
+    if not ctx:
+        return ""
+    out = ["<h2>Clinical context</h2>", f'<p class="note">{_e(ctx.get("label", ""))}.</p>']
+    cs = ctx.get("cross_section")
+    if cs:
+        verdict = "above" if cs.get("above") else "below"
+        out.append(f"<h3>Cement distribution</h3><p>Maximum cement cross-section ratio {_num(cs.get('value'), 2)} "
+                   f"({verdict} {_num(cs.get('threshold'), 2)}).</p><p class=\"small\">{_e(cs.get('source', ''))}</p>")
+    lr = ctx.get("leak_risk_factors")
+    if lr:
+        rows = [(_e(k), _e(v)) for k, v in (lr.get("factors") or {}).items()]
+        out.append("<h3>Cement-leak risk factors</h3>" + _table(["Factor", "What the plan knows"], rows, num_from=2)
+                   + f'<p class="small">{_e(lr.get("source", ""))}</p>')
+    rp = ctx.get("residual_pain_factors")
+    if rp:
+        rows = [("Treated vertebrae", _e(rp.get("treated_vertebrae"))),
+                ("Cement touching the endplates", _e(rp.get("endplate_contact"))),
+                ("Lesion filled by cement", _num(rp.get("lesion_filled_by_cement_pct"), 1, "%")),
+                ("Fill of the vertebral body", _num(rp.get("fill_pct"), 1, "%"))]
+        out.append("<h3>Residual-pain factors</h3>" + _table(["Factor", "This plan"], rows, num_from=2)
+                   + f'<p class="small">{_e(rp.get("source", ""))}</p>')
+    pi = ctx.get("prognostic_index") or {}
+    out.append("<h3>Prognostic index</h3>")
+    if pi.get("computed"):
+        out.append(f"<p>{_e(pi['formula'])}: <strong>PI = {_num(pi['PI'], 3)}</strong> (codes: "
+                   + ", ".join(f"{_e(k)} {_e(v)}" for k, v in pi["codes"].items()) + ").</p>"
+                   + f'<p class="small">Coding assumed: {_e("; ".join(f"{k}: {v}" for k, v in pi["coding_assumed"].items()))}'
+                   f' - {_e(pi["coding_note"])}. {_e(pi["source"])}.</p>')
+        if pi.get("kaplan_meier"):
+            out.append('<ul class="small">' + "".join(f"<li>{_e(x)}</li>" for x in pi["kaplan_meier"].values())
+                       + "</ul>")
+    else:
+        out.append(f'<p class="small">Not computed: {_e(pi.get("note", ""))}.</p>')
+    return "".join(out)
+
+
 def _warnings_section(plan: Plan, unverified: bool) -> str:
     r = plan.results or {}
     items = [str(w) for w in (r.get("warnings") or [])]
@@ -394,6 +433,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
     parts.append(_metrics_section(plan))
     parts.append(_plan_table_section(plan))
     parts.append(_cement_section(plan))
+    parts.append(_context_section(plan))
     if images:
         parts.append(_images_section(images))
     parts.append(_warnings_section(plan, unverified))

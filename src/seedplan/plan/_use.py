@@ -22,6 +22,7 @@ from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
 from ..imaging.ct import CTImage
 from ..imaging.structures import Role, StructureSet
+from ._context import clinical_context
 from ._goals import check_goals
 from ._plan import Plan
 
@@ -249,6 +250,8 @@ def plan_metrics(plan: Plan, ev: Evaluation, *, corrected: dict[str, Any] | None
     m["failed_goals"] = [g.goal for g in checks if not g.passed]
     if plan.cement is not None:
         m["cement"] = dict(plan.cement.metrics)
+    m["clinical_context"] = clinical_context(m.get("cement"), plan.case.get("patient"),
+                                             n_levels=max(1, len(m.get("targets") or {})))
     notes = list(plan.notes) + (list(plan.cement.warnings) if plan.cement is not None else [])
     if corrected is not None:
         m["heterogeneity"] = corrected

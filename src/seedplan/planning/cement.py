@@ -964,16 +964,20 @@ def plan_cement(
         volume_source=source,
         result=res,
         capped=capped,
-        outside=_outside(res.mask, vb, ct.grid, organs),
+        outside=_outside(res.mask, vb, ct.grid, organs, None if les_s is None else les_s.mask),
     )
 
 
-def _outside(cement: np.ndarray, vb: np.ndarray, grid: Grid, organs: Sequence[Structure]) -> dict[str, Any]:
-    """Cement outside the vertebral body (mL) and the organ at risk nearest to the cement."""
+def _outside(cement: np.ndarray, vb: np.ndarray, grid: Grid, organs: Sequence[Structure],
+             lesion: np.ndarray | None = None) -> dict[str, Any]:
+    """Cement outside the vertebral body (mL), the organ at risk nearest to the cement, and the % of the lesion
+    (inside the body) the cement fills."""
     from scipy import ndimage
 
     out: dict[str, Any] = {"outside_vertebral_body_mL": round(float((cement & ~vb).sum()) * grid.voxel_volume_mm3
                                                              / 1000.0, 3), "nearest_organ": None}
+    if lesion is not None and (lesion & vb).any():
+        out["lesion_filled_pct"] = round(100.0 * float((cement & lesion & vb).sum()) / float((lesion & vb).sum()), 2)
     if not cement.any() or not organs:
         return out
     sp = np.asarray(grid.spacing_mm, dtype=float)[::-1]

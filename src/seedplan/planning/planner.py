@@ -3,8 +3,14 @@
 :func:`plan_case` is the one call behind ``seedplan demo`` and
 ``seedplan plan``.  It runs named steps over one working context:
 
-1. ``anatomy``: the target, the skin, the needle corridors and obstacles from
-   the structure roles (:class:`~seedplan.imaging.Role`):
+1. ``anatomy``: the target; what the structure set lacks, derived from the CT
+   (:func:`~seedplan.imaging.derive_anatomy`: the body, the air inside it, the
+   treated vertebra's body and pedicles, the canal at the level and its
+   neighbours; a given structure always wins, every derived one is stored in the
+   plan and named in its notes); absurd targets (in air, outside the body) are
+   refused; a CT on which the patient is not prone is planned and flagged; then
+   the skin, the needle corridors and obstacles from the structure roles
+   (:class:`~seedplan.imaging.Role`):
 
    * ``target``: the lesion; seeds go inside it expanded by the prescription's
      margin;
@@ -18,16 +24,19 @@
    * ``body``: the skin (from HU when missing);
 2. ``needles``: seed needle trajectories;
 3. ``vertebroplasty``: with a vertebral body and ``pvp_approach``, the
-   vertebroplasty needles, the cement volume and its simulated fill
-   (:func:`~seedplan.planning.cement.plan_cement`).  The cement is planned
-   before the seeds because radiopaque cement shields them: seed slots inside
-   it (+ ``cement_seed_margin_mm``) are removed;
+   vertebroplasty needles (falling back to one needle, then to the
+   parapedicular approach, with a note), the cement volume and its simulated
+   fill (:func:`~seedplan.planning.cement.plan_cement`; a recommended volume
+   stops where the front would leave the body).  The cement is planned before
+   the seeds because radiopaque cement shields them: seed slots inside it
+   (+ ``cement_seed_margin_mm``) are removed;
 4. ``slots``: candidate seed positions along the needles;
 5. ``seeds``: dose-influence matrices and the optimiser;
 6. ``plan``: the :class:`~seedplan.plan.Plan` value (needles named N1, N2...
    in plan order);
 7. ``dose`` and ``evaluation``: through the plan layer (:mod:`seedplan.plan`),
-   the same functions that re-evaluate a saved plan, plus the dose with a
+   the same functions that re-evaluate a saved plan (the dose grid covers every
+   organ at risk within reach of a seed), plus the dose with a
    primary-attenuation correction for cement and bone, reported beside the
    TG-43 dose to water.
 

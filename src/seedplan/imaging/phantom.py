@@ -83,7 +83,7 @@ Bio Sci 2015, issue 4:B398-B404; medians S1 height 28.0 mm, S2 29.7 mm,
 sacral width 95.3 mm, length 118.6 mm on post-mortem CT: "Atypical
 morphological variations of the sacrum in the Korean population: a PMCT-based
 3D reconstruction study"); S2 38 x 21 -> 31 x 17 mm, S3 31 x 16.5 -> 24 x 13 mm.  Sacral width
-(alae) 104 mm (dry sacra: height 106.7 +- 10.2 mm, width 103.6 +- 6.8 mm,
+(alae) about 104 mm (dry sacra: height 106.7 +- 10.2 mm, width 103.6 +- 6.8 mm,
 "Anatomical evaluation of sacrum in dry bones"; interauricular distance
 108.7 +- 11.0 mm and auricular height 56.2 +- 4.6 mm in female sacra, Oman Med
 J, PMC5799488); the auricular surfaces (sacroiliac joints) span
@@ -99,14 +99,16 @@ the dural sac tip: magnetic resonance imaging in an adult population", Acta
 Radiol 2006;47(4):397) and the sacral roots (+20 HU, ``cauda_equina``);
 the dorsal roof is open below S4 (sacral hiatus).
 
-*Foramina* (S1-S3, left and right): from the lateral recess of the canal an
-intraosseous tunnel runs to an anterior (pelvic) foramen lateral to the body
-and to a posterior (dorsal) foramen; each holds its root (ventral ramus,
-continued 10 mm outside the anterior foramen, and dorsal ramus) in fat.
-Posterior S1 foramen centre 24 mm from the midline, 8.5 mm wide, 11-12 mm
-deep (Kim YS et al., "Measurement of S1 foramen depth for ultrasound-guided
-S1 transforaminal epidural injection", Korean J Pain 2023;36(1):98-105: male
-S1ds 24.1 +- 2.9 mm, S1W 8.3 +- 1.6 mm, S1D 11.9 +- 1.9 mm); S2 7.5 mm wide,
+*Foramina* (S1-S3, left and right; ``sacral_foramen_canal_S<k>_<side>``):
+from the lateral recess of the canal an intraosseous tunnel runs laterally and
+divides into an anterior (pelvic) foramen lateral to the body and a posterior
+(dorsal) foramen leaving 28 deg from the sagittal plane; each holds its root
+(ventral ramus, continued 10 mm outside the anterior foramen, and dorsal
+ramus) in fat.  Posterior S1 foramen centre 24 mm from the midline, 8.5 mm
+wide, 11-12 mm deep (Kim YS et al., "Measurement of S1 foramen depth for
+ultrasound-guided S1 transforaminal epidural injection", Korean J Pain
+2023;36(1):98-105: male S1ds 24.1 +- 2.9 mm, S1W 8.3 +- 1.6 mm, S1D 11.9 +-
+1.9 mm, S1A 28.2 +- 4.8 deg); S2 7.5 mm wide,
 inner edges 30 mm apart, S1-S2 foramina 14.2 mm and S2-S3 12.8 mm apart edge
 to edge ("Bony landmarks in the sacral region: the posterior superior iliac
 spine and the second dorsal sacral foramina", Surg Radiol Anat,
@@ -117,7 +119,9 @@ of the sacrum and its surgical implications", J Clin Diagn Res
 posterior foramen (Ebraheim NA et al., "Radiologic and anatomic evaluation of
 the anterior sacral foramens and nerve grooves", Spine 1996;21(4):407-410).
 Phantom centres from the midline, anterior / posterior: S1 27 / 24 mm,
-S2 23 / 19 mm, S3 20 / 17 mm; diameters 12 / 8.5, 12 / 7.5, 9 / 6.5 mm.
+S2 23 / 19 mm, S3 20 / 17 mm; diameters 12 / 8.5, 12 / 7.5, 9 / 6.5 mm; the
+posterior openings are placed so that their centres are 22 mm (S1-S2) and
+20 mm (S2-S3) apart on the convex dorsal surface (edge distances plus radii).
 
 *Bone density* (Nakamura T et al., "Bone mineral density mapping of
 iliosacral region: the use of Hounsfield units to optimize transsacral screw
@@ -309,8 +313,9 @@ _K_CANAL = (np.array([0.0, 30.0, 55.0, 76.0, 93.0]),
             np.array([30.0, 26.0, 20.0, 14.0, 10.0]),
             np.array([14.0, 11.0, 8.0, 6.0, 5.0]),
             np.array([8.0, 7.0, 6.0, 5.0, 4.0]))
-_K_LAT = (np.array([0.0, 14.0, 45.0, 62.0, 76.0, 93.0]), np.array([52.0, 52.0, 50.0, 44.0, 34.0, 22.0]))
+_K_LAT = (np.array([0.0, 14.0, 45.0, 62.0, 76.0, 93.0]), np.array([57.0, 57.0, 54.0, 46.0, 35.0, 22.0]))
 _SIJ_S = (3.0, 60.0)  # auricular surfaces (sacroiliac joints)
+_DORSAL_TAN = math.tan(math.radians(28.0))  # the dorsal foramina leave 28 deg from the sagittal plane
 _SIJ_GAP = 2.0
 _ALA_SLOPE = 0.3  # the ala's upper surface descends laterally: s_top = 0.3 (|x| - 27)
 
@@ -324,12 +329,13 @@ class _Foramen:
     r_post: float
     r_tunnel: float
     r_root: float
+    s_post: float  # level of the posterior opening (the dorsal surface is longer than the axis: w > 0)
 
 
 _FORAMINA = {
-    "S1": _Foramen(29.0, 27.0, 24.0, 6.0, 4.25, 3.5, 2.5),
-    "S2": _Foramen(53.0, 23.0, 19.0, 6.0, 3.75, 3.0, 2.25),
-    "S3": _Foramen(74.0, 20.0, 17.0, 4.5, 3.25, 2.5, 1.75),
+    "S1": _Foramen(29.0, 27.0, 24.0, 6.0, 4.25, 3.5, 2.5, 27.0),
+    "S2": _Foramen(53.0, 23.0, 19.0, 6.0, 3.75, 3.0, 2.25, 45.0),
+    "S3": _Foramen(74.0, 20.0, 17.0, 4.5, 3.25, 2.5, 1.75, 62.0),
 }
 
 
@@ -390,6 +396,16 @@ def _sacral_centre(level: str) -> np.ndarray:
     sm = 0.5 * (s0 + s1)
     d = float(np.interp(sm, _K_BODY[0], _K_BODY[2]))
     return sacral_point_mm(0.0, sm, _WP - d / 2)
+
+
+def _sacral_skin_z(level: str) -> float:
+    """z (mm) where the line from a sacral body centre along the local posterior direction meets the back's skin."""
+    s0, s1 = _SEG[level]
+    sm = 0.5 * (s0 + s1)
+    c = _sacral_centre(level)
+    ang = sm / SACRAL_RADIUS_MM
+    u = math.cos(ang) * _U0 + math.sin(ang) * _A0  # (y, z), posterior and cranial
+    return float(c[2] + (TORSO_SEMI_MM[1] - c[1]) * u[1] / u[0])
 
 
 def _level_z(level: str) -> float:
@@ -661,12 +677,17 @@ def make_spine_phantom(
         view; the cauda continues as the sacral roots), ``aorta``, ``ivc``,
         ``kidney_left``, ``kidney_right`` (oar) and ``body`` (body).  Where
         the field of view reaches below L4 (levels L4 and lower) also, when
-        present: ``sacral_foramen_S<k>_<side>`` (canal: the S1-S3 foramen
-        tunnels, anterior and posterior openings, with their roots),
+        present: ``sacral_foramen_canal_S<k>_<side>`` (canal: the S1-S3
+        foramen tunnels from the canal to the anterior and posterior
+        foramina, with their roots; no needle or seed enters them),
         ``common_iliac_artery_<side>``, ``external_iliac_artery_<side>``,
         ``internal_iliac_artery_<side>`` and the same ``..._vein_<side>``,
-        ``sigmoid_colon``, ``rectum`` (oar), ``sacrum``, ``ilium_left``,
-        ``ilium_right`` (bone).  Left is patient left (+x).
+        ``sigmoid_colon``, ``rectum`` (oar), ``sacral_bone``,
+        ``iliac_bone_left``, ``iliac_bone_right`` (bone).  Left is patient
+        left (+x).  Every name gives its role back through
+        :func:`~seedplan.imaging.structures.guess_role`, so a structure set
+        written as RTSTRUCT (which stores no roles) reads back with the same
+        roles.
 
     Raises
     ------
@@ -717,6 +738,8 @@ def make_spine_phantom(
             below = zc - _TABLE["L5"].height / 2 - _TABLE["L5"].disc_below - 14.0
         z_lo = min(z_lo, zc - 1.5 * (zc - below))
         z_hi = max(z_hi, zc + 1.5 * (_level_z(_ALL_ORDER[i + 1]) - zc))
+        if lv in _SEG:  # up to where the body's posterior direction (a pedicle path) meets the skin at the back
+            z_hi = max(z_hi, _sacral_skin_z(lv) + 5.0)
     if include_thoracic:
         t11 = _TABLE["T11"]
         z_hi = max(z_hi, _Z["T11"] + t11.height / 2 + _TABLE["T10"].disc_below / 2 + 2.0)
@@ -817,19 +840,19 @@ def make_spine_phantom(
         roles[f"pedicle_left_{lv}"] = Role.PEDICLE
         roles[f"pedicle_right_{lv}"] = Role.PEDICLE
     roles.update({"spinal_canal": Role.CANAL, "spinal_cord": Role.CANAL, "cauda_equina": Role.CANAL})
-    roles.update({f"sacral_foramen_{k}_{side}": Role.CANAL for k in _FORAMINA for side in ("left", "right")})
+    roles.update({f"sacral_foramen_canal_{k}_{side}": Role.CANAL for k in _FORAMINA for side in ("left", "right")})
     roles.update({"aorta": Role.OAR, "ivc": Role.OAR})
     roles.update({f"{kind}_iliac_{vessel}_{side}": Role.OAR for vessel in ("artery", "vein")
                   for side in ("left", "right") for kind in ("common", "external", "internal")})
     roles.update({"sigmoid_colon": Role.OAR, "rectum": Role.OAR, "kidney_left": Role.OAR, "kidney_right": Role.OAR,
-                  "bone": Role.BONE, "sacrum": Role.BONE, "ilium_left": Role.BONE, "ilium_right": Role.BONE,
+                  "bone": Role.BONE, "sacral_bone": Role.BONE, "iliac_bone_left": Role.BONE, "iliac_bone_right": Role.BONE,
                   "body": Role.BODY})
     # OARs cut to a sliver by the field-of-view edge (e.g. the conus tip) are left out
     vox = grid.voxel_volume_mm3
     min_voxels = {"spinal_cord": 200.0 / vox, "cauda_equina": 200.0 / vox}
     for nm in roles:
         if nm.startswith(("sacral_foramen", "common_iliac", "external_iliac", "internal_iliac", "sigmoid", "rectum",
-                          "sacrum", "ilium")):
+                          "sacral_bone", "iliac_bone")):
             min_voxels[nm] = 50.0 / vox
     structs = [
         Structure(nm, role, masks[nm], grid)
@@ -1262,7 +1285,7 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
         y_front = y_ai + (prom[1] - y_ai) * (_Z_L5_LOW - Zj) / (_Z_L5_LOW - prom[2])
         disc = above & _superellipse(Xj, Yj - BODY_Y_MM, L5.width / 2, L5.depth / 2, 2.5) & (Yj >= y_front)
         paint(jb, disc, HU["disc"])
-        canal = above & _lumbar_canal(L5, Xj, Yj)
+        canal = above & (Yj >= BODY_Y_MM) & _lumbar_canal(L5, Xj, Yj)
         _paint_canal_contents(jb, canal, L5, Xj, Yj, Zj, paint, (_Z["L1"] + _Z["L2"]) / 2)
 
     # ------------------------------------------------------------------ sacrum (symmetric: x >= 0, mirrored)
@@ -1345,8 +1368,10 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
     # paint: joint space, sacral bone (cortex, then cancellous by region), residual disc, canal contents
     paint(sb, full(joint), HU["joint"])
     bone_f = full(bone)
-    paint(sb, bone_f, HU["cortical"], "bone", "sacrum")
-    _paint_values(paint, sb, full(inner), full(inner_hu))
+    if "spinal_canal" in masks:  # the L5 canal above the sacrum stays open
+        bone_f &= ~masks["spinal_canal"][sl]
+    paint(sb, bone_f, HU["cortical"], "bone", "sacral_bone")
+    _paint_values(paint, sb, full(inner) & bone_f, full(inner_hu))
     paint(sb, full(disc_rem), HU["disc"])
     canal_f = full(canal)
     paint(sb, canal_f, HU["epidural_fat"], "spinal_canal")
@@ -1354,7 +1379,7 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
     paint(sb, full(roots), HU["cauda"], "cauda_equina")
     il_f, il_in_f = full(il), full(il_in)
     for side, here in (("left", Xf > 0), ("right", Xf < 0)):
-        paint(sb, il_f & here, HU["cortical"], f"ilium_{side}")
+        paint(sb, il_f & here, HU["cortical"], f"iliac_bone_{side}")
         paint(sb, il_in_f & here, HU["ilium"])
     # treated sacral levels: body, pedicles and the lesion's allowed region
     for lv in levels:
@@ -1362,43 +1387,51 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
             continue
         s0, s1 = _SEG[lv]
         seg = (S >= s0) & (S <= s1)
-        mask(f"vertebral_body_{lv}")[sl] |= full(body & seg)
-        mask(f"_inner_{lv}")[sl] |= full(inner & seg)
+        mask(f"vertebral_body_{lv}")[sl] |= full(body & seg) & bone_f
+        mask(f"_inner_{lv}")[sl] |= full(inner & seg) & bone_f
         (ps0, ps1), pw, _ = _pedicle_box(lv)
-        ped = full(bone & (S >= ps0) & (S <= ps1) & (AX >= cw / 2) & (AX <= cw / 2 + pw) & (Wd >= _WP - 3.0) & ~body)
+        ped = full((S >= ps0) & (S <= ps1) & (AX >= cw / 2) & (AX <= cw / 2 + pw) & (Wd >= _WP - 3.0) & ~body) & bone_f
         for side, here in (("left", Xf > 0), ("right", Xf < 0)):
             mask(f"pedicle_{side}_{lv}")[sl] |= ped & here
     # foramina: cortical rim, then the tunnel (fat) with its root
-    sac_mask = masks["sacrum"]
+    sac_mask = masks["sacral_bone"]
     carve = [f"vertebral_body_{lv}" for lv in levels if lv in _SEG] + [f"pedicle_{s}_{lv}" for lv in levels
                                                                       if lv in _SEG for s in ("left", "right")]
     for lv, f in _FORAMINA.items():
         p_f = _profiles(np.array(f.s))
         for side, sgn in (("left", 1.0), ("right", -1.0)):
-            c0 = sacral_point_mm(sgn * (float(p_f["cw"]) / 2 - 1.0), f.s, _WP + 0.45 * float(p_f["cd"]))
+            w_mid = _WP + 0.45 * float(p_f["cd"])
+            c0 = sacral_point_mm(sgn * (float(p_f["cw"]) / 2 - 1.0), f.s, w_mid)
             w_front = float(_lat_front(np.array(f.x_ant), p_f))
             an = sacral_point_mm(sgn * f.x_ant, f.s + 1.0, w_front - 1.5)
             an2 = sacral_point_mm(sgn * (f.x_ant + 7.0), f.s + 8.0, w_front - 10.0)
-            po = sacral_point_mm(sgn * f.x_post, f.s - 2.0, float(_lat_back(np.array(f.x_post), p_f)) + 1.5)
-            name = f"sacral_foramen_{lv}_{side}"
-            for end, r_end, r_nerve in ((an, f.r_ant, f.r_root), (po, f.r_post, 1.25)):
-                rim = _capsule(cv, c0, end, f.r_tunnel + sh, r_end + sh)
+            p_p = _profiles(np.array(f.s_post))
+            w_back = float(_lat_back(np.array(f.x_post), p_p))
+            po = sacral_point_mm(sgn * f.x_post, f.s_post, w_back + 1.5)
+            # the intraosseous (intervertebral) foramen runs laterally from the lateral recess to where the dorsal
+            # foramen leaves 28 deg from the sagittal plane (Kim 2023: S1A 28.2 +- 4.8 deg)
+            jn = sacral_point_mm(sgn * (f.x_post - _DORSAL_TAN * (w_back - w_mid)), 0.5 * (f.s + f.s_post), w_mid)
+            name = f"sacral_foramen_canal_{lv}_{side}"
+            for a_, b_, r_a, r_b, r_nerve in ((c0, jn, f.r_tunnel, f.r_tunnel, f.r_root),
+                                             (jn, an, f.r_tunnel, f.r_ant, f.r_root),
+                                             (jn, po, f.r_tunnel, f.r_post, 1.25)):
+                rim = _capsule(cv, a_, b_, r_a + sh, r_b + sh)
                 if rim is not None:
                     box, inside, *_ = rim
                     inside = inside & (box[1] < Z_PELVIS_MM)
                     paint(box, inside & sac_mask[box[0]], HU["cortical"])
                     for nm in [k for k in masks if k.startswith("_inner_")]:
                         masks[nm][box[0]] &= ~inside
-                tun = _capsule(cv, c0, end, f.r_tunnel, r_end)
+                tun = _capsule(cv, a_, b_, r_a, r_b)
                 if tun is None:
                     continue
                 box, inside, *_ = tun
                 inside = inside & (box[1] < Z_PELVIS_MM) & ~masks["spinal_canal"][box[0]]
                 paint(box, inside, HU["epidural_fat"], name)
-                for nm in ["bone", "sacrum", *carve]:
+                for nm in ["bone", "sacral_bone", *carve]:
                     if nm in masks:
                         masks[nm][box[0]] &= ~inside
-                nerve = _capsule(cv, c0, end, r_nerve)
+                nerve = _capsule(cv, a_, b_, r_nerve)
                 if nerve is not None:
                     nb, nin, *_ = nerve
                     paint(nb, nin & (nb[1] < Z_PELVIS_MM) & masks[name][nb[0]], HU["cauda"])
@@ -1413,13 +1446,13 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
             Zw = box[1]
             end = min(0.5, sh / max(arc_len, 1.0))
             bone_w = (np.abs(dr) <= thick / 2) & (tau >= 0.0) & (tau <= 1.0) & (Zw <= z_crest)
-            bone_w &= ~masks["sacrum"][box[0]]
+            bone_w &= ~masks["sacral_bone"][box[0]]
             wing_in = ((np.abs(dr) <= thick / 2 - sh) & (tau >= end) & (tau <= 1.0 - end) & (Zw <= z_crest - sh)
                        & (Zw >= _ILIUM_BOTTOM + sh))
-            paint(box, bone_w, HU["cortical"], f"ilium_{side}")
+            paint(box, bone_w, HU["cortical"], f"iliac_bone_{side}")
             paint(box, wing_in & bone_w, HU["ilium"])
     # soft-tissue outlines never hold bone
-    hard = masks["bone"] | masks["sacrum"] | masks.get("ilium_left", False) | masks.get("ilium_right", False)
+    hard = masks["bone"] | masks["sacral_bone"] | masks.get("iliac_bone_left", False) | masks.get("iliac_bone_right", False)
     for nm in list(masks):
         if nm.startswith(("common_iliac", "external_iliac", "internal_iliac", "sigmoid", "rectum")):
             masks[nm] &= ~hard

@@ -194,7 +194,7 @@ def test_sacral_width_alae_and_sacroiliac_joints(s1):
     for side, sgn in (("left", 1), ("right", -1)):
         il = s[f"iliac_bone_{side}"]
         assert sgn * il.centroid_mm[0] > 50
-        x_s, s_s, w_s = _sac(s[f"iliac_bone_{side}"])
+        x_s, s_s, _ = _sac(s[f"iliac_bone_{side}"])
         auricular = (s_s > 5) & (s_s < 58) & (sgn * x_s < 80)
         assert np.ptp(s_s[auricular]) == pytest.approx(56.2, abs=2 * 4.6)  # auricular height
     # the joint space: soft tissue (+40 HU) between the sacrum and the ilium at the level of S1
@@ -264,12 +264,12 @@ def test_canal_continuous_from_l5_into_the_sacrum(s2):
     assert lo[2] < -75.5 - 13 - 10 and hi[2] > -75.5 + 13  # through L5 and below its endplate into S1
     # the dural sac (CSF) ends in the upper third of S2 (Binokay 2006); the sacral roots run on
     ct = s2.ct
-    x, s, w = _sac(s2.structures["spinal_canal"])
+    _, s, _ = _sac(s2.structures["spinal_canal"])
     p = s2.structures["spinal_canal"].points_mm()
     hu = np.array([_hu(ct, q) for q in p])
     assert np.any((hu == HU["csf"]) & (s > 20)) and not np.any((hu == HU["csf"]) & (s > 30 + 25 / 3))
     assert np.any((hu == HU["epidural_fat"]) & (s > 45))
-    xc, sc, wc = _sac(s2.structures["cauda_equina"])
+    _, sc, _ = _sac(s2.structures["cauda_equina"])
     assert sc.max() > 55
 
 

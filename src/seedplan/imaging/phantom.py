@@ -174,8 +174,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -502,14 +504,6 @@ def _parse_levels(level: Any, include_thoracic: bool) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _check_level(level: str, include_thoracic: bool) -> str:
-    """One validated level (kept for callers of the single-level API)."""
-    lv = _parse_levels(level, include_thoracic)
-    if len(lv) != 1:
-        raise InputError(f"expected one level, got {level!r}")
-    return lv[0]
-
-
 # ------------------------------------------------------------------------- canvas
 class _Canvas:
     """Axis-aligned grid with fast box-restricted evaluation."""
@@ -613,7 +607,7 @@ class SpinePhantom:
 
 def _per_level(value: Any, n: int, name: str) -> list[Any]:
     """A scalar for every level, or one value per level."""
-    if isinstance(value, (list, tuple)) and not (name == "lesion_center_offset_mm"):
+    if isinstance(value, (list, tuple)):
         if len(value) != n:
             raise InputError(f"{name} has {len(value)} values for {n} levels; give one value or one per level")
         return list(value)
@@ -1237,7 +1231,7 @@ def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
             paint(box, iliacus | (glut & fat_in), HU["muscle"])
     # iliac arteries and veins
     for name, (r, pts) in _PELVIC_VESSELS.items():
-        for a, b in zip(pts[:-1], pts[1:]):
+        for a, b in pairwise(pts):
             c = _capsule(cv, np.array(a), np.array(b), r)
             if c is None:
                 continue
@@ -1247,7 +1241,7 @@ def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
     path = _bowel_path()
     z_rs = float(sacral_point_mm(0.0, _SEG["S3"][0], 0.0)[2])  # rectosigmoid junction at S3
     r_out, wall = 15.0, 3.0
-    pieces = [c for a, b in zip(path[:-1], path[1:]) if (c := _capsule(cv, a, b, r_out)) is not None]
+    pieces = [c for a, b in pairwise(path) if (c := _capsule(cv, a, b, r_out)) is not None]
     for box, inside, _, _, _ in pieces:  # walls first, so no segment's wall covers its neighbour's lumen
         inside = inside & (box[1] < Z_PELVIS_MM)
         for nm, part in (("sigmoid_colon", box[1] >= z_rs), ("rectum", box[1] < z_rs)):
@@ -1260,7 +1254,9 @@ def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
 
 def _bowel_path() -> list[np.ndarray]:
     """Centre line of the sigmoid colon and rectum (LPS mm): from anterior left onto the sacral concavity."""
-    pres = lambda s: float(np.interp(s, [14.0, 42.5, 65.5], [16.2, 14.9, 13.0]))  # noqa: E731  (Oto 2004)
+    def pres(s: float) -> float:  # presacral space, men (Oto 2004)
+        return float(np.interp(s, [14.0, 42.5, 65.5], [16.2, 14.9, 13.0]))
+
     pts = [np.array([18.0, -64.0, -92.0]), np.array([10.0, -52.0, -112.0])]
     for x, s in ((6.0, 36.0), (2.0, 52.0), (0.0, 66.0), (0.0, 84.0), (0.0, 104.0)):
         d = float(np.interp(min(s, _S_END), _K_BODY[0], _K_BODY[2]))
@@ -1308,7 +1304,7 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
     X = AX = xh[None, None, :]
     S, Wd = _sac_sw(Y, Z)
     p = _profiles(S)
-    a, d, cw, cd, lat, w_dor = p["a"], p["d"], p["cw"], p["cd"], p["W"], p["w_dorsal"]
+    a, d, cw, cd, w_dor = p["a"], p["d"], p["cw"], p["cd"], p["w_dorsal"]
     in_s = (S >= 0) & (S <= _S_END)
     band = (S > _S_DISC[0]) & (S < _S_DISC[1])
     wc = _WP - d / 2

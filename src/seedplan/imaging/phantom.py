@@ -770,6 +770,7 @@ def make_spine_phantom(
     _paint_lumbar_spine(cv, paint, masks, shape, levels, include_thoracic, shell, z_lo, z_hi)
     if pelvis:
         _paint_pelvic_bone(cv, paint, mask, masks, levels, shell, wings)
+        _paint_pelvic_organs(cv, paint, hu)
 
     # ------------------------------------------------------------------ lesions
     lesions: list[PhantomLesion] = []
@@ -1204,7 +1205,7 @@ def _pbox(cv: _Canvas, lo: Sequence[float], hi: Sequence[float]):
 
 
 def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
-    """Psoas, iliacus and gluteal muscles, iliac vessels, sigmoid and rectum (below the L4/L5 boundary)."""
+    """Psoas, iliacus and gluteal muscles (below the L4/L5 boundary)."""
     A, B = TORSO_SEMI_MM
     z5 = _Z["L5"]
     # psoas below L5: moves anterolaterally to the pelvic brim (iliopsoas)
@@ -1229,6 +1230,14 @@ def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
                        & (Z <= z_crest - 3.0))
             glut = (dr > thick / 2) & (dr <= thick / 2 + 26.0) & (tau >= -0.05) & (tau <= 0.8) & (Z <= z_crest + 3.0)
             paint(box, iliacus | (glut & fat_in), HU["muscle"])
+
+
+def _paint_pelvic_organs(cv: _Canvas, paint, hu: np.ndarray) -> None:
+    """Iliac vessels, sigmoid colon and rectum, drawn after the bones and never over bone."""
+
+    def soft(box) -> np.ndarray:
+        return (box[1] < Z_PELVIS_MM) & (hu[box[0]] < 150.0)
+
     # iliac arteries and veins
     for name, (r, pts) in _PELVIC_VESSELS.items():
         for a, b in pairwise(pts):
@@ -1236,18 +1245,18 @@ def _paint_pelvic_soft_tissue(cv: _Canvas, paint, wings: list) -> None:
             if c is None:
                 continue
             box, inside, *_ = c
-            paint(box, inside & (box[1] < Z_PELVIS_MM), HU["vessel"], name)
+            paint(box, inside & soft(box), HU["vessel"], name)
     # sigmoid colon and rectum: a 30 mm bowel along the sacral concavity; gas floats posteriorly (prone)
     path = _bowel_path()
     z_rs = float(sacral_point_mm(0.0, _SEG["S3"][0], 0.0)[2])  # rectosigmoid junction at S3
     r_out, wall = 15.0, 3.0
     pieces = [c for a, b in pairwise(path) if (c := _capsule(cv, a, b, r_out)) is not None]
     for box, inside, _, _, _ in pieces:  # walls first, so no segment's wall covers its neighbour's lumen
-        inside = inside & (box[1] < Z_PELVIS_MM)
+        inside = inside & soft(box)
         for nm, part in (("sigmoid_colon", box[1] >= z_rs), ("rectum", box[1] < z_rs)):
             paint(box, inside & part, HU["bowel_wall"], nm)
     for box, inside, _, y_axis, dist in pieces:
-        lumen = inside & (box[1] < Z_PELVIS_MM) & (dist <= r_out - wall)
+        lumen = inside & (dist <= r_out - wall) & soft(box)
         paint(box, lumen, HU["bowel_content"])
         paint(box, lumen & (box[2] > y_axis + 0.45 * (r_out - wall)), HU["air"])
 
@@ -1447,11 +1456,6 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
                        & (Zw >= _ILIUM_BOTTOM + sh))
             paint(box, bone_w, HU["cortical"], f"iliac_bone_{side}")
             paint(box, wing_in & bone_w, HU["ilium"])
-    # soft-tissue outlines never hold bone
-    hard = masks["bone"] | masks["sacral_bone"] | masks.get("iliac_bone_left", False) | masks.get("iliac_bone_right", False)
-    for nm in list(masks):
-        if nm.startswith(("common_iliac", "external_iliac", "internal_iliac", "sigmoid", "rectum")):
-            masks[nm] &= ~hard
 
 
 def _paint_values(paint, box, region: np.ndarray, values: np.ndarray) -> None:

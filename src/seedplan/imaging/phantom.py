@@ -82,7 +82,7 @@ dimorphism of the sacrum in south Indian population using MRI", Int J Pharma
 Bio Sci 2015, issue 4:B398-B404; medians S1 height 28.0 mm, S2 29.7 mm,
 sacral width 95.3 mm, length 118.6 mm on post-mortem CT: "Atypical
 morphological variations of the sacrum in the Korean population: a PMCT-based
-3D reconstruction study"); S2 38 x 21 -> 31 x 17 mm, S3 31 x 16.5 -> 24 x 13 mm.  Sacral width
+3D reconstruction study"); S2 38 x 21 -> 31 x 16.5 mm, S3 31 x 16.5 -> 24 x 13 mm.  Sacral width
 (alae) about 104 mm (dry sacra: height 106.7 +- 10.2 mm, width 103.6 +- 6.8 mm,
 "Anatomical evaluation of sacrum in dry bones"; interauricular distance
 108.7 +- 11.0 mm and auricular height 56.2 +- 4.6 mm in female sacra, Oman Med
@@ -96,7 +96,8 @@ hiatus whose apex depth is 5.4 +- 1.8 mm: Nastoulis E et al., Folia Morphol
 2023;82(3):603-614); epidural fat (-80 HU) around a dural sac of CSF that
 ends in the upper third of S2 (Binokay F et al., "Determining the level of
 the dural sac tip: magnetic resonance imaging in an adult population", Acta
-Radiol 2006;47(4):397) and the sacral roots (+20 HU, ``cauda_equina``);
+Radiol 2006;47(4):397) and the sacral roots (+20 HU, ``cauda_equina``, a
+bundle each side of the midline);
 the dorsal roof is open below S4 (sacral hiatus).
 
 *Foramina* (S1-S3, left and right; ``sacral_foramen_canal_S<k>_<side>``):
@@ -166,6 +167,23 @@ presacral distance 16.2 mm (S1), 14.9 mm (S2), 13.0 mm (S3) (Oto A et al.,
 "Determination of the width of the presacral space on magnetic resonance
 imaging", Clin Anat 2004;17(1):14-16); sigmoid above the rectosigmoid
 junction at S3, coming from anterior left.
+
+*Fields of view.*  A lumbar level shows 1.5 times the distance to the body
+centres above and below (the L5 grid keeps its earlier extent, 55.5 mm below
+the L5 centre); a sacral level the same with the sacral body centres, and at
+least up to where the body's posterior direction (the line of a pedicle
+path along the sacral slope) meets the skin of the back, so that such a
+needle path lies in the CT.  Several levels: the union.
+
+*Structures* (names give their roles back through
+:func:`~seedplan.imaging.structures.guess_role`, as an RTSTRUCT stores none):
+``sacral_bone``, ``iliac_bone_left``/``_right`` (bone; ``bone`` holds the
+vertebrae and the sacrum, not the ilia), ``sacral_foramen_canal_S<k>_<side>``
+(canal), the iliac vessels, ``sigmoid_colon`` and ``rectum`` (oar), and for a
+treated sacral level ``vertebral_body_S<k>`` and its "pedicles" (the bone
+lateral to the canal above the level's foramen, from the body to the dorsal
+surface: the transpedicular corridor of S1 screws).  Vessels and bowel are
+drawn after the bones and never over them.
 
 The phantom is a geometric teaching/testing object, not an anatomical atlas.
 """
@@ -702,7 +720,8 @@ def make_spine_phantom(
              for d_ in _per_level(lesion_diameter_mm, n, "lesion_diameter_mm")]
     offs = v.points(lesion_center_offset_mm, "lesion_center_offset_mm")
     if offs.shape[0] not in (1, n):
-        raise InputError(f"lesion_center_offset_mm has {offs.shape[0]} rows for {n} levels; give one row or one per level")
+        raise InputError(f"lesion_center_offset_mm has {offs.shape[0]} rows for {n} levels; "
+                         "give one row or one per level")
     offs = np.repeat(offs, n, axis=0) if offs.shape[0] == 1 else offs
     noise = v.number(noise_hu, "noise_hu", lo=0.0)
     breach = bool(posterior_breach)
@@ -790,7 +809,8 @@ def make_spine_phantom(
             allowed = masks[f"_inner_{lv}"][sl]
         lesion = sphere & allowed & ~taken[sl]
         if not lesion.any():
-            raise InputError(f"the {lv} lesion does not overlap the vertebral body at this spacing; use a larger lesion")
+            raise InputError(f"the {lv} lesion does not overlap the vertebral body at this spacing; "
+                             "use a larger lesion")
         tname = "target" if n == 1 else f"target_{lv}"
         mask(tname)[sl] |= lesion
         taken[sl] |= lesion
@@ -817,7 +837,8 @@ def make_spine_phantom(
     else:
         key = (f"seedplan-phantom/{'+'.join(levels)}/{sp:g}/{[f'{d:g}' for d in diams]}/{types}/"
                f"{[c.round(3).tolist() for c in centers]}/{breach}/{include_thoracic}/{noise:g}/{seed}")
-        desc = "seedplan spine phantom " + ", ".join(f"{le.level} {le.lesion_type} {le.diameter_mm:g} mm" for le in lesions)
+        desc = "seedplan spine phantom " + ", ".join(f"{le.level} {le.lesion_type} {le.diameter_mm:g} mm"
+                                                     for le in lesions)
     ct = CTImage(
         grid=grid,
         hu=hu_i16,
@@ -840,7 +861,8 @@ def make_spine_phantom(
     roles.update({f"{kind}_iliac_{vessel}_{side}": Role.OAR for vessel in ("artery", "vein")
                   for side in ("left", "right") for kind in ("common", "external", "internal")})
     roles.update({"sigmoid_colon": Role.OAR, "rectum": Role.OAR, "kidney_left": Role.OAR, "kidney_right": Role.OAR,
-                  "bone": Role.BONE, "sacral_bone": Role.BONE, "iliac_bone_left": Role.BONE, "iliac_bone_right": Role.BONE,
+                  "bone": Role.BONE, "sacral_bone": Role.BONE, "iliac_bone_left": Role.BONE,
+                  "iliac_bone_right": Role.BONE,
                   "body": Role.BODY})
     # OARs cut to a sliver by the field-of-view edge (e.g. the conus tip) are left out
     vox = grid.voxel_volume_mm3
@@ -1353,9 +1375,11 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
     ala_hu = np.where(S < 29.0, HU["ala_S1"], HU["ala"])
     inner_hu = np.where(body_shape, body_hu, np.where(arch_x & (Wd >= _WP - 1.0), HU["sacral_arch"], ala_hu))
     wmid = _WP + 0.45 * cd
-    taper = np.clip((_DURAL_END_S - S) / 12.0, 0.15, 1.0)
+    taper = np.clip((_DURAL_END_S - S) / 8.0, 0.35, 1.0)
     sac = canal & (S < _DURAL_END_S) & ((X / (0.38 * cw * taper)) ** 2 + ((Wd - wmid) / (0.36 * cd * taper)) ** 2 <= 1)
-    roots = canal & (S <= _FORAMINA["S3"].s + 6.0) & ((X / (0.3 * cw)) ** 2 + ((Wd - wmid) / (0.26 * cd)) ** 2 <= 1)
+    # the sacral roots: a bundle each side of the midline, in the sac's CSF and then in the epidural fat
+    roots = canal & (S <= _FORAMINA["S3"].s + 6.0) & (((X - 0.2 * cw) / (0.1 * cw)) ** 2
+                                                        + ((Wd - wmid) / (0.22 * cd)) ** 2 <= 1)
     # ilium: auricular part 16 mm lateral to the joint; posterior ilium (tuberosity, posterior superior iliac
     # spine) behind the joint, overhanging the dorsum
     x_in = wj + _SIJ_GAP

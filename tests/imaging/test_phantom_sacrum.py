@@ -402,7 +402,7 @@ def test_several_levels():
         (dict(level="S2", lesion_diameter_mm=45), "larger than the S2 body width"),
         (dict(level="S1", lesion_diameter_mm=60), "larger than the S1 body width"),
         (dict(level="S1", lesion_center_offset_mm=(0, 0, 40)), "outside the S1 body"),
-        (dict(level="L5,S1", lesion_diameter_mm=(20.0,)), "1 values for 2 levels"),
+        (dict(level="L5,S1", lesion_diameter_mm=(20.0,)), "1 value for 2 levels"),
         (dict(level="L5,S1", lesion_center_offset_mm=[(0, 0, 0)] * 3), "3 rows for 2 levels"),
         (dict(level="S1", lesion_type="mixed"), "lesion_type"),
     ],

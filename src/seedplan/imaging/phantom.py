@@ -627,7 +627,8 @@ def _per_level(value: Any, n: int, name: str) -> list[Any]:
     """A scalar for every level, or one value per level."""
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise InputError(f"{name} has {len(value)} values for {n} levels; give one value or one per level")
+            got = f"{len(value)} value{'' if len(value) == 1 else 's'}"
+            raise InputError(f"{name} has {got} for {n} levels; give one value or one per level")
         return list(value)
     return [value] * n
 
@@ -720,7 +721,8 @@ def make_spine_phantom(
              for d_ in _per_level(lesion_diameter_mm, n, "lesion_diameter_mm")]
     offs = v.points(lesion_center_offset_mm, "lesion_center_offset_mm")
     if offs.shape[0] not in (1, n):
-        raise InputError(f"lesion_center_offset_mm has {offs.shape[0]} rows for {n} levels; "
+        raise InputError(f"lesion_center_offset_mm has {offs.shape[0]} row{'' if offs.shape[0] == 1 else 's'} "
+                         f"for {n} levels; "
                          "give one row or one per level")
     offs = np.repeat(offs, n, axis=0) if offs.shape[0] == 1 else offs
     noise = v.number(noise_hu, "noise_hu", lo=0.0)

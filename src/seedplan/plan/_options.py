@@ -244,6 +244,13 @@ class PlanningOptions:
     formalism : {"2D", "1D", "1D-point"}
     bone_min_hu : float
         Bone threshold for needle paths.
+    bone_access : {"auto", "corridor", "drill"}
+        Which bone a needle may cross.  ``"corridor"``: only the treated vertebral body and its
+        pedicles (trocar access, as in vertebroplasty); ``"drill"``: any bone, with a bone drill
+        or coaxial trocar (the path cost still counts every mm of bone); ``"auto"`` (default): the
+        corridor for thoracic and lumbar levels, drill access for the sacrum, which is reached
+        through the dorsal sacrum, the ala or the ilium (posterior, long-axis and transiliac
+        approaches), chosen by the same optimisation.
     dose_spacing_mm : float
         Spacing of the exported dose grid.
     dose_margin_mm : float
@@ -287,6 +294,7 @@ class PlanningOptions:
     min_seed_distance_mm: float = 6.0
     formalism: str = "2D"
     bone_min_hu: float = BONE_MIN_HU
+    bone_access: str = "auto"
     dose_spacing_mm: float = 1.0
     dose_margin_mm: float = 25.0
     dose_oar_reach_mm: float = 50.0
@@ -316,6 +324,7 @@ class PlanningOptions:
         set_("min_seed_distance_mm", v.number(self.min_seed_distance_mm, "min_seed_distance_mm", lo=0.0, hi=50.0))
         v.choice(self.formalism, "formalism", ("2D", "1D", "1D-point"))
         set_("bone_min_hu", v.number(self.bone_min_hu, "bone_min_hu", lo=-1000.0, hi=3000.0))
+        v.choice(self.bone_access, "bone_access", ("auto", "corridor", "drill"))
         set_("dose_spacing_mm", v.number(self.dose_spacing_mm, "dose_spacing_mm", lo=0.1, hi=10.0))
         set_("dose_margin_mm", v.number(self.dose_margin_mm, "dose_margin_mm", lo=0.0, hi=200.0))
         set_("dose_oar_reach_mm", v.number(self.dose_oar_reach_mm, "dose_oar_reach_mm", lo=0.0, hi=300.0))

@@ -39,8 +39,8 @@ CITATIONS: dict[str, str] = {
     "(64.7 % in lung, PubMed Central PMC5679513).",
     "v200_limit_pct": "V200 <= 40 %: a default of this project, paired with V150 <= 70 %; no spine-specific limit was "
     "found.",
-    "oar_limits": "Cord and cauda equina D0.1cc <= 50 Gy physical dose (<= 40 Gy after prior radiotherapy): a default "
-    "of this project. No standard limit exists for a permanent implant; spine series reported a mean cord dose of "
+    "oar_limits": "Cord, cauda equina and sacral roots (foramina) D0.1cc <= 50 Gy physical dose (<= 40 Gy after prior "
+    "radiotherapy): a default of this project. No standard limit exists for a permanent implant; spine series reported a mean cord dose of "
     "30.5 Gy (Feng 2017) and a median of 39 Gy after prior radiotherapy (Yao L et al., Biomed Res Int "
     "2016:8265907) without myelopathy. No sourced limits exist for the aorta or other organs: add them explicitly.",
     "seed_spacing_mm": "10 mm between seed centres along a needle, the most common spacing of CT-guided template "
@@ -91,7 +91,8 @@ class _FrozenMap(Mapping):
 
 
 def _default_oar_limits() -> dict[str, dict[str, float]]:
-    return {"cord": {"D0.1cc_Gy": 50.0}, "cauda": {"D0.1cc_Gy": 50.0}}
+    return {"cord": {"D0.1cc_Gy": 50.0}, "cauda": {"D0.1cc_Gy": 50.0}, "foramen": {"D0.1cc_Gy": 50.0},
+            "root": {"D0.1cc_Gy": 50.0}}
 
 
 def _freeze_limits(limits: Any) -> Mapping[str, Mapping[str, float]]:
@@ -210,8 +211,9 @@ class Prescription:
     # ---------------------------------------------------------- constructors
     @classmethod
     def after_prior_ebrt(cls, **overrides: Any) -> "Prescription":
-        """Re-irradiation defaults: PD 100 Gy, cord/cauda D0.1cc <= 40 Gy (section 1.2-1.3)."""
-        kw: dict[str, Any] = {"dose_Gy": 100.0, "oar_limits": {"cord": {"D0.1cc_Gy": 40.0}, "cauda": {"D0.1cc_Gy": 40.0}}}
+        """Re-irradiation defaults: PD 100 Gy, cord/cauda/sacral-root D0.1cc <= 40 Gy (see :data:`CITATIONS`)."""
+        kw: dict[str, Any] = {"dose_Gy": 100.0, "oar_limits": {k: {"D0.1cc_Gy": 40.0}
+                                                               for k in ("cord", "cauda", "foramen", "root")}}
         kw.update(overrides)
         return cls(**kw)
 

@@ -38,6 +38,7 @@ from ..plan import Needle, NeedleConstraints
 from . import _raycast as rc
 
 __all__ = [
+    "access_constraints",
     "NeedleDiagnostics",
     "NeedlePlan",
     "SeedSlots",
@@ -47,6 +48,38 @@ __all__ = [
 ]
 
 _BIT_TARGET, _BIT_BONE, _BIT_BAD_BONE, _BIT_AUX = 0, 1, 2, 3
+
+#: The steepest cranio-caudal tilt a needle to a sacral level may take: the sacrum tilts by its slope
+#: (about 40 deg, Legaye J et al., Eur Spine J 1998;7:99-103) and its bodies are reached along it.
+SACRAL_MAX_TILT_DEG = 45.0
+#: L5 lies between the iliac crests: lateral paths are blocked low, so steeper (cranial) entries are allowed.
+L5_MAX_TILT_DEG = 30.0
+
+
+def access_constraints(constraints: NeedleConstraints, level: str | None, bone_access: str = "auto"
+                       ) -> tuple[NeedleConstraints, str]:
+    """Needle constraints for the treated level, and a one-line note of what changed ("" if nothing).
+
+    ``bone_access`` as :attr:`seedplan.plan.PlanningOptions.bone_access`: the sacrum is reached with a
+    bone drill or trocar through the dorsal sacrum, the ala or the ilium, along its slope; L5 may be
+    reached with steeper needles over the iliac crests.
+    """
+    sacral = bool(level) and str(level).upper().startswith("S")
+    drill = bone_access == "drill" or (bone_access == "auto" and sacral)
+    tilt = constraints.max_axial_tilt_deg
+    if sacral:
+        tilt = max(tilt, SACRAL_MAX_TILT_DEG)
+    elif level == "L5":
+        tilt = max(tilt, L5_MAX_TILT_DEG)
+    new = dataclasses.replace(constraints, allow_bone_drill=constraints.allow_bone_drill or drill,
+                              max_axial_tilt_deg=tilt)
+    notes = []
+    if new.allow_bone_drill and not constraints.allow_bone_drill:
+        notes.append("needles may cross bone with a drill or coaxial trocar "
+                     + ("(the sacrum: posterior, long-axis or transiliac paths)" if sacral else "(bone_access drill)"))
+    if tilt != constraints.max_axial_tilt_deg:
+        notes.append(f"cranio-caudal tilt up to {tilt:g} deg at {level}")
+    return new, "; ".join(notes)
 _BAD_BONE_NAME = "bone (outside allowed corridor)"
 
 
@@ -347,7 +380,7 @@ class _Scene:
         counts += [(k, v) for k, v in extra.items() if v]
         counts.sort(key=lambda kv: -kv[1])
         detail = "; ".join(f"{t}: {k}" for t, k in counts) or "no candidate line reaches it"
-        blockers = [n.split(" (")[0].replace("crosses ", "") for n, _ in counts if n.startswith("crosses")]
+        blockers = [n.rsplit(" (+", 1)[0].replace("crosses ", "") for n, _ in counts if n.startswith("crosses")]
         every = [t.replace("crosses ", "") for t, k in counts if t.startswith("crosses") and k == n_total]
         parts = [f"no feasible needle path to {what}"]
         if every:

@@ -67,6 +67,7 @@ from ..imaging.structures import Role, Structure, StructureSet
 from ..plan import (
     Goal,
     Needle,
+    NeedleConstraints,
     Plan,
     PlannedSeed,
     PlanningOptions,
@@ -79,8 +80,8 @@ from ..plan import (
     plan_metrics,
 )
 from ..sources import SeedModel, load_seed_model
-from .cement import CEMENT_MODELS, CementPlan, plan_cement
-from .needles import NeedlePlan, SeedSlots, candidate_slots, plan_needles, pvp_needle_paths
+from .cement import CEMENT_MODELS, CementPlan, level_from_name, plan_cement
+from .needles import NeedlePlan, SeedSlots, access_constraints, candidate_slots, plan_needles, pvp_needle_paths
 from .seeds import Aims, SeedSolution, optimise_seeds
 
 __all__ = ["plan_case", "PlanningResult", "COVERAGE_MARGIN", "seed_conflicts", "aims_for"]
@@ -124,6 +125,8 @@ class _Context:
     # anatomy
     target: Structure | None = None
     derived: tuple[Structure, ...] = ()
+    level: str | None = None
+    constraints: NeedleConstraints | None = None
     target_mask: np.ndarray | None = None
     body_mask: np.ndarray | None = None
     forbidden: dict[str, np.ndarray] = field(default_factory=dict)
@@ -264,13 +267,30 @@ def _anatomy(c: _Context) -> None:
     c.bone = np.asarray(c.ct.hu >= c.opt.bone_min_hu)
 
 
+def _treated_level(s: StructureSet, target: Structure) -> str | None:
+    """The level of the treated vertebra: from the vertebral body's name, else the target's (``target_S1``)."""
+    for x in (*s.by_role(Role.VERTEBRAL_BODY), target):
+        level = level_from_name(x.name)
+        if level:
+            return level
+    return None
+
+
 def _needles(c: _Context) -> None:
-    """Seed needle trajectories to the target."""
+    """Seed needle trajectories to the target (with the access the treated level needs)."""
+    c.level = _treated_level(c.structures, c.target)
+    constraints, note = access_constraints(
+        replace(c.opt.needle_constraints, min_needle_distance_mm=c.presc.min_needle_distance_mm), c.level,
+        c.opt.bone_access)
+    c.constraints = constraints
+    if note:
+        c.notes.append(f"access: {note}")
+        log.info("access: %s", note)
     log.info("planning needle trajectories (%s mode) to %r", c.opt.needle_mode, c.target.name)
     c.needle_plan = plan_needles(
         c.grid, c.target_mask, c.body_mask, c.forbidden, bone=c.bone, bone_allowed=c.corridor,
-        constraints=replace(c.opt.needle_constraints, min_needle_distance_mm=c.presc.min_needle_distance_mm),
-        mode=c.opt.needle_mode, spacing_mm=c.presc.min_needle_distance_mm, rng=c.opt.rng_seed,
+        constraints=constraints, mode=c.opt.needle_mode, spacing_mm=c.presc.min_needle_distance_mm,
+        rng=c.opt.rng_seed,
     )
     log.info("%d candidate needles, target-track coverage %.0f %%", len(c.needle_plan),
              100 * c.needle_plan.coverage_fraction)
@@ -292,7 +312,8 @@ def _vertebroplasty(c: _Context) -> None:
         return tuple(pvp_needle_paths(
             c.grid, vb, c.body_mask, c.forbidden, pedicles=pedicles if pedicles.any() else None, bone=c.bone,
             bone_allowed=c.corridor, approach=approach, bilateral=bilateral,
-            constraints=opt.needle_constraints, rng=opt.rng_seed).needles)
+            constraints=replace(c.constraints, min_needle_distance_mm=opt.needle_constraints.min_needle_distance_mm),
+            rng=opt.rng_seed).needles)
 
     # the requested approach, then one needle by the same approach, then parapedicular (no pedicle needed)
     attempts = [(opt.pvp_approach, opt.pvp_bilateral)] + ([(opt.pvp_approach, False)] if opt.pvp_bilateral else [])
@@ -303,8 +324,8 @@ def _vertebroplasty(c: _Context) -> None:
         try:
             c.pvp = paths(approach, bilateral)
             break
-        except (PlanningError, InputError) as exc:
-            failed.append(f"{approach} {'bilateral' if bilateral else 'unipedicular'}: {exc}")
+        except (PlanningError, InputError) as exc:  # the first sentence says what blocked it
+            failed.append(f"{approach} {'bilateral' if bilateral else 'unipedicular'}: {str(exc).split('. ')[0]}")
     if failed:
         if not c.pvp:
             note = f"no vertebroplasty path ({'; '.join(failed)})"

@@ -14,12 +14,14 @@ finds with SimpleITK's registration framework:
   dilated by 3 mm is masked out, so what is new in the later CT does not
   pull the fit;
 * both images clamped to [-300, ``dense_hu``] HU; three resolution levels
-  (about 4, 2 mm and the planning CT's spacing, Gaussian smoothing 2, 1,
-  0 mm); regular-step gradient descent on an Euler (rotation + translation)
-  transform centred on the region of interest, scales from physical shift;
-* initialisation from the images: the identity, the shift between the bone
-  centroids around the region of interest (a mean shift on bone voxels in
-  each CT), and the shift between the image centres; the one with the best
+  (Gaussian smoothing 3, 1.5 and 0 mm, shrunk where the planning CT is
+  fine); regular-step gradient descent on an Euler (rotation +
+  translation) transform centred on the region of interest, scales from
+  physical shift;
+* initialisation from the images: the identity and the shift between the
+  image centres, each also corrected by the translation that best overlays
+  the two CTs' bone in the region of interest (FFT cross-correlation of the
+  bone masks on a 2 mm grid, within 40 mm); the candidate with the best
   metric starts the optimisation.  ``initial`` replaces them.
 
 The result (:class:`Registration`) is checked before anyone may use it: the
@@ -304,26 +306,36 @@ def _roi_centre(plan: Any, center_mm: Any) -> np.ndarray | None:
     return None
 
 
-def _bone_centre(hu: np.ndarray, grid: Grid, start: np.ndarray, radius_mm: float, bone_hu: float,
-                 dense_hu: float, iterations: int = 8) -> np.ndarray | None:
-    """Mean shift on the bone voxels: the bone centroid within ``radius_mm`` of the estimate, repeated."""
-    idx = np.argwhere((hu >= bone_hu) & (hu < dense_hu))
-    if len(idx) < 50:
+def _bone_correlation_shift(fhu: np.ndarray, fgrid: Grid, roi: np.ndarray, later_ct: CTImage, plan_to_later: np.ndarray,
+                            bone_hu: float, dense_hu: float, search_mm: float = 40.0, step_mm: float = 2.0
+                            ) -> np.ndarray | None:
+    """The shift ``s`` (planning frame, mm) for which the later CT's bone, seen through ``plan_to_later``, best
+    overlays the planning CT's bone in the region of interest (``later(plan_to_later(x + s)) ~ planning(x)``), by
+    FFT cross-correlation of the bone masks on a ``step_mm`` grid within ``search_mm``.  None when the later CT
+    has no bone there."""
+    from scipy import ndimage, signal
+
+    # the planning bone in the region, on a coarse grid
+    k = max(1, int(round(step_mm / float(min(fgrid.spacing_mm)))))
+    a = ((fhu >= bone_hu) & (fhu < dense_hu) & roi)[::k, ::k, ::k].astype(np.float32)
+    if a.sum() < 20:
         return None
-    if len(idx) > 400_000:
-        idx = idx[:: len(idx) // 400_000 + 1]
-    pts = fr.world_of_indices(grid, idx)
-    c = np.asarray(start, float)
-    for _ in range(iterations):
-        sel = np.sum((pts - c) ** 2, axis=1) <= radius_mm ** 2
-        if sel.sum() < 50:
-            return None
-        new = pts[sel].mean(axis=0)
-        if np.linalg.norm(new - c) < 0.05:
-            c = new
-            break
-        c = new
-    return c
+    cgrid = Grid(fgrid.origin_mm, np.asarray(fgrid.spacing_mm) * k, np.asarray(a.shape)[::-1], fgrid.direction_matrix)
+    pad = int(np.ceil(search_mm / float(min(cgrid.spacing_mm))))
+    big = Grid(cgrid.index_to_world(np.full(3, -float(pad))), cgrid.spacing_mm, np.asarray(cgrid.size) + 2 * pad,
+               cgrid.direction_matrix)
+    later = fr.resample_hu(later_ct, big, plan_to_later, default_hu=-1024.0)
+    dense = ndimage.binary_dilation(later >= dense_hu, iterations=2)
+    b = ((later >= bone_hu) & (later < dense_hu) & ~dense).astype(np.float32)
+    if b.sum() < 20:
+        return None
+    # correlation of a (template) over b: peak index - pad = the shift in coarse voxels
+    corr = signal.fftconvolve(b, a[::-1, ::-1, ::-1], mode="valid")
+    if not np.isfinite(corr).all() or corr.max() <= 0:
+        return None
+    kz, ky, kx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    shift_idx = np.array([kx, ky, kz], float) - pad
+    return cgrid.direction_matrix @ (shift_idx * np.asarray(cgrid.spacing_mm))
 
 
 def _sitk_image(hu: np.ndarray, grid: Grid, lo: float, hi: float) -> Any:
@@ -466,16 +478,17 @@ def register_ct(
         init = as_registration(initial, maps="later_to_planning", name="initial", check=False)
         candidates.append(("given", init.inverse_matrix))
     else:
-        candidates.append(("identity", np.eye(4)))
-        cp = _bone_centre(fhu, fgrid, centre, 40.0, bone_hu, dense_hu)
-        cl = _bone_centre(lhu, later_ct.grid, centre if cp is None else cp, 40.0, bone_hu, dense_hu)
-        if cp is not None and cl is not None:
-            t = np.eye(4)
-            t[:3, 3] = cl - cp
-            candidates.append(("bone centroid", t))
+        frames = [("identity", np.eye(4))]
         t = np.eye(4)
         t[:3, 3] = _grid_centre(later_ct.grid) - _grid_centre(planning_ct.grid)
-        candidates.append(("image centres", t))
+        frames.append(("image centres", t))
+        for name, m in frames:
+            candidates.append((name, m))
+            shift = _bone_correlation_shift(fhu, fgrid, roi, later_ct, m, bone_hu, dense_hu, search_mm=40.0)
+            if shift is not None:
+                t = m.copy()
+                t[:3, 3] += m[:3, :3] @ shift
+                candidates.append((f"bone correlation from {name}", t))
 
     def method(levels: bool) -> Any:
         r = sitk.ImageRegistrationMethod()
@@ -484,6 +497,9 @@ def register_ct(
         r.SetMetricSamplingPercentage(sampling, 1)
         r.SetMetricFixedMask(fixed_mask)
         r.SetMetricMovingMask(moving_mask)
+        # gradients where sampled, not filtered over the whole (large) later CT
+        r.MetricUseFixedImageGradientFilterOff()
+        r.MetricUseMovingImageGradientFilterOff()
         r.SetInterpolator(sitk.sitkLinear)
         r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=max_iterations,
                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
@@ -491,11 +507,9 @@ def register_ct(
         if levels:
             finest = float(min(fgrid.spacing_mm))
             shrink, sigma = [], []
-            for target in (4.0, 2.0):
-                k = int(round(target / finest))
-                if k > 1 and (not shrink or k < shrink[-1]):
-                    shrink.append(k)
-                    sigma.append(target / 2.0)
+            for target in (6.0, 3.0):  # coarse levels: smoothed (a wide capture range), shrunk where the CT is fine
+                shrink.append(max(1, int(round(target / finest / 1.5))))
+                sigma.append(target / 2.0)
             shrink.append(1)
             sigma.append(0.0)
             r.SetShrinkFactorsPerLevel(shrink)
@@ -530,6 +544,15 @@ def register_ct(
     _, init_name, init_m = scored[0]
     log.info("registration: initialisation %s (metric %s)", init_name, ", ".join(f"{n} {s:.4f}" for s, n, _ in scored))
 
+    # the later CT around where the region lands (the pyramid of a whole CT costs more than the fit)
+    try:
+        reach = roi_radius_mm + 10.0 + 30.0
+        _, msl = fr.crop_grid(later_ct.grid, centre - reach, centre + reach, frame_to_grid=init_m)
+        mgrid = fr.crop_grid(later_ct.grid, centre - reach, centre + reach, frame_to_grid=init_m)[0]
+        moving = _sitk_image(lhu[msl], mgrid, -300.0, dense_hu)
+        moving_mask = mgrid.to_sitk(mmask[msl].astype(np.uint8))
+    except GeometryError:
+        pass
     r = method(True)
     r.SetInitialTransform(euler(init_m), inPlace=False)
     count = [0]

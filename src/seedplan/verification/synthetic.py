@@ -538,10 +538,14 @@ def synthetic_ct(
         cur = hu[ijk[:, 2], ijk[:, 1], ijk[:, 0]]
         hu[ijk[:, 2], ijk[:, 1], ijk[:, 0]] = cur + frac * (value - cur)
 
-    def draw(inside_later: Any, lo: np.ndarray, hi: np.ndarray, value: float) -> float:
+    def draw(inside_later: Any, lo: np.ndarray, hi: np.ndarray, value: float, near: Any = None) -> float:
         ijk = canvas.voxels_near(lo, hi)
         if ijk is None:
             return 0.0
+        if near is not None:  # only voxels whose centre is close enough to touch the object
+            ijk = ijk[near(out_grid.index_to_world(ijk.astype(float)))]
+            if not len(ijk):
+                return 0.0
         frac = canvas.fractions(ijk, inside_later)
         mix(ijk, frac, value)
         return float(frac.sum() * out_grid.voxel_volume_mm3)
@@ -582,7 +586,10 @@ def synthetic_ct(
             a_p, b_p = e - needle_outside_mm * d, t
             a, b = fr.apply(motion_m, a_p), fr.apply(motion_m, b_p)
             r = (pvp_diameter_mm if n.kind == "pvp" else needle_diameter_mm) / 2
-            draw(_cylinder_inside(a, b, r), np.minimum(a, b) - r - 1, np.maximum(a, b) + r + 1, needle_hu)
+            reach = r + 0.5 * float(np.linalg.norm(out_grid.spacing_mm)) + 1e-6
+            draw(_cylinder_inside(a, b, r), np.minimum(a, b) - r - 1, np.maximum(a, b) + r + 1, needle_hu,
+                 near=_cylinder_inside(a - reach * (b - a) / np.linalg.norm(b - a),
+                                       b + reach * (b - a) / np.linalg.norm(b - a), reach))
 
     # ------------------------------------------------------------------ seeds (post-op)
     seed_pos: list[np.ndarray] = []

@@ -5,41 +5,55 @@ Detection (:func:`detect_seeds`), in the later CT's own frame:
 1. **local background**: a grey opening of the HU with a box of
    ``background_mm`` (separable minimum then maximum filters) removes every
    bright detail thinner than the box - seeds, 0.8 mm wide and blooming to
-   about 2-3 mm - and keeps bone and radiopaque cement, which are wider;
-   the *excess* is the HU minus that background;
-2. **seed voxels**: excess >= ``excess_hu``; connected components (26
-   neighbours) that reach ``metal_hu`` somewhere (a seed saturates the
-   scanner, cement and bone do not).  Because the threshold is on the
-   excess, a seed in cement (1500-2000 HU) gives the same blob as a seed in
-   soft tissue, as long as ``background + excess_hu`` stays below the
-   scanner's maximum;
-3. **seeds per component**: the single-seed blob volume is taken from the
-   data (the median of the component volumes, refined on the components
-   below 1.5 times it) unless ``single_seed_volume_mm3`` is given; a
-   component holds ``round(volume / single)`` seeds; with an
-   ``expected_count`` the components whose ratio is ambiguous (within 0.25
-   of a half) are rounded towards that count;
-4. **splitting**: a component of n seeds is split by k-segments clustering
-   (each seed a segment of the capsule's length; points assigned to the
-   nearest segment, segments refitted by weighted principal components;
-   several starts, the lowest weighted squared distance wins), so
-   end-to-end, side-by-side and crossing seeds separate;
-5. **centre and axis**: the excess-weighted centroid of the seed's voxels
-   and the principal axis of their weighted covariance.
+   about 2-3 mm - and keeps bulky bone and cement.  With ``background_hu``
+   (:func:`verify_seeds` passes the planning CT resampled through the
+   registration) the background is the larger of the two, which keeps thin
+   cortical bone, removed by the opening, out of the seeds.  The *excess* is
+   the HU minus the background;
+2. **seed voxels**: excess >= ``excess_hu`` within ``halo_mm`` of a voxel at
+   or above ``metal_hu`` (a seed saturates the scanner; cement and bone do
+   not); connected components (26 neighbours).  Because the threshold is on
+   the excess, a seed in cement (1500-2000 HU) gives about the same blob as
+   a seed in soft tissue, as long as ``background + excess_hu`` stays below
+   the scanner's maximum;
+3. **seeds per blob**: the single-seed blob volume is taken from the data
+   (the median blob volume, refined on the blobs below 1.5 times it) unless
+   ``single_seed_volume_mm3`` is given; a blob holds ``round(volume /
+   single)`` seeds; an ambiguous blob (1.25-2.6 seeds' volume) holds two only
+   when the two-seed model fit explains it clearly better than one (cost
+   below :data:`TWO_SEED_COST_RATIO` of the one-seed fit's); with an
+   ``expected_count`` the ambiguous blobs are rounded towards that count
+   instead;
+4. **splitting**: a blob of n seeds is split by k-segments clustering (each
+   seed a segment of the capsule's length; voxels assigned to the nearest
+   segment, segments refitted by weighted principal components; several
+   starts, the lowest weighted squared distance wins);
+5. **centre and axis**: the excess-weighted centroid of the seed's voxels and
+   the principal axis of their weighted covariance (principal components).
+   On 1 mm voxels a saturated seed blob is 20-30 voxels and its principal
+   axis is off by up to about 15-20 deg, so with ``refine`` (default) the
+   principal-component pose starts a least-squares fit of an imaging model
+   to the blob's voxels and two voxels around it: the marker as a line
+   segment blurred by an isotropic Gaussian, averaged over each voxel's box,
+   added to the background and clipped at the scanner's maximum (soft-L1
+   loss against streaks); two seeds in one blob are also fitted from
+   end-to-end, side-by-side and crossing starts.  The fit is kept when it
+   lowers the cost and moves no centre more than 1.5 mm.
 
 Matching (:func:`match_seeds`): the detected seeds are mapped to the
 planning frame by the registration and assigned to the planned seeds by the
 Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) on their
 distances; pairs farther than ``max_distance_mm`` are not matched.  A planned
 seed without a partner is *missing*, a detected seed without one is *extra*
-(a migrated seed, or a seed the plan did not have).
+(a migrated seed, or a seed the plan did not have).  The median displacement
+of each needle's matched seeds is reported too.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -58,6 +72,9 @@ log = logging.getLogger("seedplan")
 #: A blob whose volume is ambiguous (1.25-2.6 seeds) holds two seeds when the two-seed model fit's cost is
 #: below this fraction of the one-seed fit's.
 TWO_SEED_COST_RATIO = 0.6
+
+#: Geometric starts (of :func:`_pair_starts`, the best by their starting cost) fitted for a blob of two seeds.
+PAIR_STARTS_FITTED = 4
 
 #: 6711-type capsule (mm), used when no seed model is given.
 CAPSULE_LENGTH_MM = 4.5
@@ -156,6 +173,9 @@ class SeedVerification:
         Detected seeds (0-based) matched to no planned seed.
     max_distance_mm : float
     warnings : tuple of str
+    needle_shifts_mm : mapping
+        Needle number (1-based) -> the median displacement of its matched seeds (planning frame): how far the
+        seeds of each needle went together.
     """
 
     detection: SeedDetection
@@ -168,8 +188,10 @@ class SeedVerification:
     n_planned: int
     max_distance_mm: float
     warnings: tuple[str, ...] = field(default=())
+    needle_shifts_mm: Mapping[int, tuple[float, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "needle_shifts_mm", dict(self.needle_shifts_mm))
         for k in ("positions_mm", "axes"):
             a = np.array(getattr(self, k), float).reshape(-1, 3)
             a.setflags(write=False)
@@ -194,7 +216,10 @@ class SeedVerification:
             "mean_axis_angle_deg": round(float(a.mean()), 2) if len(a) else None,
             "max_match_distance_mm": self.max_distance_mm,
             "pairs": [{"planned": p.planned + 1, "detected": p.detected + 1, "distance_mm": round(p.distance_mm, 3),
-                       "axis_angle_deg": round(p.axis_angle_deg, 2)} for p in self.pairs],
+                       "axis_angle_deg": round(p.axis_angle_deg, 2)}
+                      for p in self.pairs],
+            "needle_shifts_mm": {Plan.needle_name(k): [round(x, 2) for x in v_] for k, v_ in
+                                 sorted(self.needle_shifts_mm.items())},
             "warnings": list(self.warnings),
         }
 
@@ -263,20 +288,22 @@ def _k_segments(points: np.ndarray, w: np.ndarray, n: int, half: float, rng: np.
 
 
 def _pair_starts(pts: np.ndarray, w: np.ndarray, half: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Initial poses of two seeds in one blob: end to end, side by side and crossing (20 and 40 deg), in the
-    blob's principal planes."""
+    """Initial poses of two seeds in one blob: end to end and side by side (each seed along any principal axis
+    of the blob, the pair offset along another), and crossing at 20 and 40 deg in the principal planes.  (Two
+    parallel seeds side by side make a blob about as wide as long: its first principal axis may be either.)"""
     c, _, vec = _pca(pts, w)
-    e1, e2, e3 = vec[:, 0], vec[:, 1], vec[:, 2]
+    e = [vec[:, 0], vec[:, 1], vec[:, 2]]
     d = 0.5 * (2 * half + 0.3)
-    starts = [
-        [(c - d * e1, e1), (c + d * e1, e1)],
-        [(c - 1.2 * e2, e1), (c + 1.2 * e2, e1)],
-        [(c - 1.2 * e3, e1), (c + 1.2 * e3, e1)],
-    ]
+    starts = []
+    for i in range(3):
+        starts.append([(c - d * e[i], e[i]), (c + d * e[i], e[i])])
+        for j in range(3):
+            if j != i:
+                starts.append([(c - 1.25 * e[j], e[i]), (c + 1.25 * e[j], e[i])])
     for deg in (20.0, 40.0):
         cs, sn = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-        for e in (e2, e3):
-            starts.append([(c - 0.3 * e, cs * e1 + sn * e), (c + 0.3 * e, cs * e1 - sn * e)])
+        for j in (1, 2):
+            starts.append([(c - 0.3 * e[j], cs * e[0] + sn * e[j]), (c + 0.3 * e[j], cs * e[0] - sn * e[j])])
     return starts
 
 
@@ -295,7 +322,11 @@ def _blob_seeds(pts: np.ndarray, w: np.ndarray, n: int, half: float, rng: np.ran
             poses.append((c, vec[:, 0]))
     best, best_cost = poses, None
     if fitter is not None and poses:
-        starts = [poses] + (_pair_starts(pts, w, half) if n == 2 else [])
+        starts = [poses]
+        if n == 2:  # the k-segments split and the geometric starts that already explain the blob best
+            extra = _pair_starts(pts, w, half)
+            scores = [fitter(st, evaluate=True) for st in extra]
+            starts += [extra[i] for i in np.argsort(scores)[:PAIR_STARTS_FITTED]]
         for start in starts:
             out = fitter(start)
             if out is not None and (best_cost is None or out[1] < best_cost):
@@ -370,9 +401,10 @@ def _line_model(x: np.ndarray, q: np.ndarray, bg: np.ndarray, hmax: float, half_
 
 
 def _refine(q: np.ndarray, hu: np.ndarray, bg: np.ndarray, hmax: float, half_vox: np.ndarray,
-            poses: list[tuple[np.ndarray, np.ndarray]], length_mm: float) -> Any:
+            poses: list[tuple[np.ndarray, np.ndarray]], length_mm: float, evaluate: bool = False) -> Any:
     """Least-squares fit of the line model to the voxels of one blob, from the principal-component poses
-    (grid-aligned mm): (fitted poses, robust cost), or None when the fit fails or does not improve on them."""
+    (grid-aligned mm): (fitted poses, robust cost), or None when the fit fails or does not improve on them.
+    With ``evaluate``, only the robust cost of the starting poses (for choosing starts)."""
     from scipy.optimize import least_squares
 
     x0, lo, hi, scale = [], [], [], []
@@ -383,6 +415,9 @@ def _refine(q: np.ndarray, hu: np.ndarray, bg: np.ndarray, hmax: float, half_vox
         hi += [*(c + 2.0), np.inf, np.inf, 1.0e7, 2.5, length_mm + 1.0]
         scale += [0.5, 0.5, 0.5, 0.1, 0.1, 1.0e4, 0.1, 0.5]
     x0 = np.clip(np.array(x0), np.array(lo) + 1e-9, np.array(hi) - 1e-9)
+    if evaluate:
+        r_start = (_line_model(x0, q, bg, hmax, half_vox) - hu) / 100.0
+        return float(np.sum(4.0 * (np.sqrt(1.0 + (r_start / 2.0) ** 2) - 1.0)))
 
     def residual(x: np.ndarray) -> np.ndarray:
         return (_line_model(x, q, bg, hmax, half_vox) - hu) / 100.0
@@ -399,6 +434,8 @@ def _refine(q: np.ndarray, hu: np.ndarray, bg: np.ndarray, hmax: float, half_vox
     if r.status < 0:  # pragma: no cover
         return None
     cost0 = robust_cost(residual(x0))
+    log.debug("refine: %d seeds, cost %.1f -> %.1f, moved %s", len(poses), cost0, r.cost,
+              [round(float(np.linalg.norm(p[:3] - c)), 2) for p, (c, _) in zip(r.x.reshape(-1, 8), poses)])
     if not np.isfinite(r.cost) or r.cost >= cost0:
         return None
     out = []
@@ -571,9 +608,11 @@ def detect_seeds(
             q = (np.argwhere(patch) + a0)[:, ::-1] * spacing
             hu_p, bg_p = hu[pbox][patch].astype(float), bg[pbox][patch].astype(float)
 
-            def fitter(poses: list, q=q, hu_p=hu_p, bg_p=bg_p) -> Any:
+            def fitter(poses: list, q=q, hu_p=hu_p, bg_p=bg_p, evaluate: bool = False) -> Any:
                 init = [((c - origin) @ dmat, dmat.T @ u) for c, u in poses]
-                out = _refine(q, hu_p, bg_p, hmax, half_vox, init, capsule_length_mm)
+                out = _refine(q, hu_p, bg_p, hmax, half_vox, init, capsule_length_mm, evaluate=evaluate)
+                if evaluate:
+                    return out
                 return None if out is None else ([(origin + dmat @ c, dmat @ u) for c, u in out[0]], out[1])
 
         counts = [int(k)]
@@ -629,7 +668,9 @@ def match_seeds(detection: SeedDetection, plan: Plan, registration: Any, *,
     registration : Registration, (4, 4) array or transform file
         Later CT -> planning frame (a failed registration raises :class:`RegistrationError`).
     max_distance_mm : float
-        Pairs farther apart are not matched.
+        Pairs farther apart are not matched.  Compare with the plan the seeds were released on (the re-plan on
+        the needles actually placed): against a plan whose needles went elsewhere, seeds several millimetres
+        off are expected and may exceed the gate.
 
     Returns
     -------
@@ -645,16 +686,22 @@ def match_seeds(detection: SeedDetection, plan: Plan, registration: Any, *,
     pos = reg.to_planning(detection.positions_mm) if detection.n_seeds else np.zeros((0, 3))
     axes = reg.vectors_to_planning(detection.axes) if detection.n_seeds else np.zeros((0, 3))
     planned = plan.positions_mm
+    needle_of = np.array([s.needle for s in plan.seeds])
     pairs: list[SeedPair] = []
+    shifts: dict[int, tuple[float, float, float]] = {}
+
     if len(pos):
         d = np.linalg.norm(planned[:, None, :] - pos[None, :, :], axis=-1)
-        cost = np.where(d <= max_distance_mm, d, 1e6)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = linear_sum_assignment(np.where(d <= max_distance_mm, d, 1e6))
         for r, c in zip(rows, cols):
             if d[r, c] <= max_distance_mm:
                 cosang = abs(float(np.dot(plan.axes[r], axes[c])))
                 pairs.append(SeedPair(int(r), int(c), float(d[r, c]), tuple(float(x) for x in pos[c] - planned[r]),
                                       float(np.degrees(np.arccos(min(1.0, cosang))))))
+        for k in np.unique(needle_of):
+            moved = [pos[p.detected] - planned[p.planned] for p in pairs if needle_of[p.planned] == k]
+            if moved:
+                shifts[int(k)] = tuple(float(x) for x in np.median(np.array(moved), axis=0))
     pairs.sort(key=lambda p: p.planned)
     matched_p = {p.planned for p in pairs}
     matched_d = {p.detected for p in pairs}
@@ -668,7 +715,7 @@ def match_seeds(detection: SeedDetection, plan: Plan, registration: Any, *,
         warnings.append(f"{len(extra)} detected seed(s) matched to no planned seed (migrated or unplanned): "
                         + "; ".join(f"({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm" for p in pos[list(extra)]))
     return SeedVerification(detection, reg, pos, axes, tuple(pairs), missing, extra, len(planned), max_distance_mm,
-                            tuple(warnings))
+                            tuple(warnings), shifts)
 
 
 def verify_seeds(

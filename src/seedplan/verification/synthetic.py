@@ -693,8 +693,10 @@ def _migrate(p: np.ndarray, distance: float, others: list[np.ndarray], planning_
 
 def _add_seed(hu: np.ndarray, canvas: _Canvas, centre: np.ndarray, axis: np.ndarray,
               parts: tuple[tuple[float, float, float], ...], psf_sigma_mm: float) -> None:
-    """Add a seed's excess HU: its parts (length, radius, HU) drawn on a fine grid around it (the canvas's
-    sub-voxel lattice), blurred there by the continuous point-spread function, then averaged into the voxels."""
+    """Add a seed's excess HU: its parts (length, radius, HU), each a cylinder with hemispherical ends, drawn on
+    a fine grid around it (the canvas's sub-voxel lattice), blurred there by the continuous point-spread
+    function, then averaged into the voxels.  Distances are computed axis by axis in the grid's own
+    (index * spacing) coordinates, where they separate."""
     from scipy import ndimage
 
     grid = canvas.grid
@@ -708,13 +710,21 @@ def _add_seed(hu: np.ndarray, canvas: _Canvas, centre: np.ndarray, axis: np.ndar
     if np.any(b <= a):
         return
     n = b - a  # voxels per axis (i, j, k)
-    fine = [a[d] - 0.5 + (np.arange(n[d] * sub[d]) + 0.5) / sub[d] for d in range(3)]  # index coordinates
-    fk, fj, fi = np.meshgrid(fine[2], fine[1], fine[0], indexing="ij")
-    pts = grid.index_to_world(np.stack([fi.ravel(), fj.ravel(), fk.ravel()], axis=1))
-    img = np.zeros(len(pts))
+    # fine sample positions along each grid axis, in mm of the grid's own frame (index * spacing)
+    fine = [(a[d] - 0.5 + (np.arange(n[d] * sub[d]) + 0.5) / sub[d]) * sp[d] for d in range(3)]
+    dmat = grid.direction_matrix
+    c_q = dmat.T @ (np.asarray(centre) - grid.origin)
+    u_q = dmat.T @ np.asarray(axis)
+    shape = (n[2] * sub[2], n[1] * sub[1], n[0] * sub[0])
+    img = np.zeros(shape)
     for length, radius, value in parts:
-        img += value * _capsule_inside(centre, axis, length, radius)(pts)
-    img = img.reshape(n[2] * sub[2], n[1] * sub[1], n[0] * sub[0])
+        half = max(length / 2 - radius, 0.0)
+        s0 = c_q - half * u_q  # segment start
+        dq = [fine[d] - s0[d] for d in range(3)]
+        t = (dq[2] * u_q[2])[:, None, None] + (dq[1] * u_q[1])[None, :, None] + (dq[0] * u_q[0])[None, None, :]
+        r2 = (dq[2] ** 2)[:, None, None] + (dq[1] ** 2)[None, :, None] + (dq[0] ** 2)[None, None, :]
+        tc = np.clip(t, 0.0, 2 * half)
+        img += value * ((r2 - 2 * tc * t + tc * tc) <= radius * radius)
     if psf_sigma_mm > 0:
         img = ndimage.gaussian_filter(img, sigma=psf_sigma_mm / (sp / sub)[::-1], mode="constant")
     vox = img.reshape(n[2], sub[2], n[1], sub[1], n[0], sub[0]).mean(axis=(1, 3, 5))
@@ -723,11 +733,12 @@ def _add_seed(hu: np.ndarray, canvas: _Canvas, centre: np.ndarray, axis: np.ndar
 
 def _add_streaks(hu: np.ndarray, grid: Grid, centres: list[np.ndarray], axes: list[np.ndarray], length: float,
                  n_lines: int, amplitude: float, rng: np.random.Generator) -> None:
-    """Bright and dark lines through each seed in the axial slices the seed occupies."""
+    """Bright and dark lines through each seed in the axial slices the seed occupies (the grid's k slices)."""
     reach_mm = 60.0
     width_mm = 0.7
     decay_mm = 12.0
     sp = np.asarray(grid.spacing_mm, float)
+    dmat = grid.direction_matrix
     for c, a in zip(centres, axes):
         half_z = abs(a[2]) * length / 2 + 0.5
         kc = grid.world_to_index(c)
@@ -741,18 +752,21 @@ def _add_streaks(hu: np.ndarray, grid: Grid, centres: list[np.ndarray], axes: li
         j0, j1 = max(int(kc[1]) - rj, 0), min(int(kc[1]) + rj + 1, grid.size[1])
         if i1 <= i0 or j1 <= j0:
             continue
+        # world x, y of the slice's voxels: separable in the grid's axes
+        wi = np.arange(i0, i1)[:, None] * sp[0] * dmat[:, 0][None, :]
+        wj = np.arange(j0, j1)[:, None] * sp[1] * dmat[:, 1][None, :]
         for k in range(max(k_lo, 0), min(k_hi + 1, grid.size[2])):
-            zk = grid.index_to_world(np.array([kc[0], kc[1], k]))[2]
+            wk = grid.origin + k * sp[2] * dmat[:, 2]
+            zk = wk[2] + wi[0, 2] + wj[0, 2]
             w = float(np.clip((half_z + sp[2] / 2 - abs(zk - c[2])) / sp[2], 0.0, 1.0))
             if w <= 0:
                 continue
-            jj, ii = np.meshgrid(np.arange(j0, j1), np.arange(i0, i1), indexing="ij")
-            pts = grid.index_to_world(np.stack([ii, jj, np.full_like(ii, k)], axis=-1).astype(float))
-            dx, dy = pts[..., 0] - c[0], pts[..., 1] - c[1]
+            dx = (wk[0] - c[0]) + wj[:, 0][:, None] + wi[:, 0][None, :]
+            dy = (wk[1] - c[1]) + wj[:, 1][:, None] + wi[:, 1][None, :]
             r = np.hypot(dx, dy)
             add = np.zeros_like(r)
-            for ang, s in zip(angles, signs):
+            for ang, sgn in zip(angles, signs):
                 perp = np.abs(-np.sin(ang) * dx + np.cos(ang) * dy)
-                add += s * np.exp(-0.5 * (perp / width_mm) ** 2)
+                add += sgn * np.exp(-0.5 * (perp / width_mm) ** 2)
             add *= amplitude * w * np.exp(-r / decay_mm) * (r <= reach_mm)
             hu[k, j0:j1, i0:i1] += add

@@ -259,7 +259,7 @@ def verify_cement(
     min_increase_hu: float = 500.0,
     metal_hu: float = 2500.0,
     bone_hu: float = 250.0,
-    search_mm: float = 30.0,
+    search_mm: float = 40.0,
     disc_reach_mm: float = 15.0,
     min_leak_mL: float = 0.01,
 ) -> CementVerification:

@@ -21,7 +21,8 @@ Detection (:func:`detect_seeds`), in the later CT's own frame:
    ``single_seed_volume_mm3`` is given; a blob holds ``round(volume /
    single)`` seeds; an ambiguous blob (1.25-2.6 seeds' volume) holds two only
    when the two-seed model fit explains it clearly better than one (cost
-   below :data:`TWO_SEED_COST_RATIO` of the one-seed fit's); with an
+   below :data:`TWO_SEED_COST_RATIO` of the one-seed fit's) and each of the
+   two takes at least 0.6 of a seed's blob volume; with an
    ``expected_count`` the ambiguous blobs are rounded towards that count
    instead;
 4. **splitting**: a blob of n seeds is split by k-segments clustering (each
@@ -623,8 +624,10 @@ def detect_seeds(
         if len(options) == 2:
             one, two = options
             if one[2] is not None and two[2] is not None:
-                # two seeds only when they explain the blob clearly better than one
-                chosen = two if two[2] < TWO_SEED_COST_RATIO * one[2] else one
+                # two seeds only when they explain the blob clearly better than one, and each is a seed's worth
+                # of the blob (a split-off sliver is a mismatch of the model, not a second seed)
+                big_enough = len(two[0]) == 2 and min(int(m_.sum()) for m_ in two[1]) * vv >= 0.6 * single
+                chosen = two if big_enough and two[2] < TWO_SEED_COST_RATIO * one[2] else one
                 log.debug("seed blob of %.2f seeds' volume: model cost %.1f (one seed) vs %.1f (two)", ratio,
                           one[2], two[2])
             else:

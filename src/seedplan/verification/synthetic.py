@@ -28,7 +28,7 @@ How the CT is made, in order:
 4. **cement**: the plan's stored cement mask (:class:`~seedplan.plan.PlanCement`),
    linearly interpolated (partial volume), at ``cement_hu``, plus an optional
    leak planted in the spinal canal (an ellipsoid behind the posterior wall)
-   or in a paravertebral vein (a tube leaving the body's antero-lateral
+   or in a paravertebral vein (a 4 mm tube leaving the body's antero-lateral
    wall) of ``leak_volume_mL``;
 5. needles, cement and the leak are rasterised by supersampling each voxel
    (sub-voxel step <= 0.15 mm) and mixed with the background by their volume
@@ -50,10 +50,12 @@ only so that metal saturates the scanner and cement stays well below it.
 
 The default needle error model is the template-guided series of Ji et al.
 (J Radiat Res 2021;62:910-917): depth 5.2 +/- 4.8 mm, entry 3.4 +/- 1.7 mm,
-angle 2.8 +/- 1.7 deg (their tip error, 4.4 +/- 2.9 mm, follows from these and
-is not fitted).  Each reported mean +/- SD is used as a folded normal for the
-magnitude; the direction (across the needle, the tilt's azimuth, deeper or
-shallower) is uniform.
+angle 2.8 +/- 1.7 deg.  Each magnitude is drawn from a gamma distribution with
+the reported mean and SD (non-negative, same mean and spread); the direction
+(across the needle, the tilt's azimuth, deeper or shallower) is uniform.  Their
+tip error, 4.4 +/- 2.9 mm, is not a parameter: here it follows from the three
+and from the needle's length, and comes out larger on the long oblique paths of
+a spinal plan (a 2.8 deg tilt moves a 130 mm deep tip by 6 mm).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ SUBSTEP_MM = 0.15
 
 @dataclass(frozen=True)
 class NeedleErrorModel:
-    """Placement errors, drawn per needle; mean +/- SD of each magnitude (folded normal).
+    """Placement errors, drawn per needle: mean +/- SD of each magnitude (gamma distributed).
 
     Attributes
     ----------
@@ -312,36 +314,48 @@ def _any_perpendicular(a: np.ndarray) -> np.ndarray:
     return w / np.linalg.norm(w)
 
 
-def _folded(rng: np.random.Generator, mean: float, sd: float) -> float:
-    return abs(float(rng.normal(mean, sd))) if (mean or sd) else 0.0
+def _magnitude(rng: np.random.Generator, mean: float, sd: float) -> float:
+    """A non-negative error magnitude with this mean and SD: gamma distributed (shape (mean/sd)^2, scale
+    sd^2/mean); exactly ``mean`` when ``sd`` is 0."""
+    if mean <= 0:
+        return 0.0
+    if sd <= 0:
+        return float(mean)
+    return float(rng.gamma((mean / sd) ** 2, sd * sd / mean))
 
 
 def _perturb_needle(n: Needle, model: NeedleErrorModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
     """Actual (entry, tip) of a planned needle and the drawn errors."""
     d = n.direction
-    e_off = _folded(rng, model.entry_mm, model.entry_sd_mm)
+    e_off = _magnitude(rng, model.entry_mm, model.entry_sd_mm)
     entry = n.entry + e_off * _perpendicular(d, rng)
-    ang = _folded(rng, model.angle_deg, model.angle_sd_deg)
+    ang = _magnitude(rng, model.angle_deg, model.angle_sd_deg)
     d2 = _rotate_about(d, _perpendicular(d, rng), math.radians(ang)) if ang else d
-    dz = _folded(rng, model.depth_mm, model.depth_sd_mm) * (1 if rng.random() < 0.5 else -1)
+    dz = _magnitude(rng, model.depth_mm, model.depth_sd_mm) * (1 if rng.random() < 0.5 else -1)
     depth = max(n.depth_mm + dz, 5.0)
     tip = entry + depth * d2
     return entry, tip, {"entry_mm": e_off, "angle_deg": ang, "depth_mm": depth - n.depth_mm}
 
 
 def _skin_entry(entry: np.ndarray, tip: np.ndarray, body_hu: np.ndarray, grid: Grid) -> np.ndarray:
-    """Where the needle line, followed back from the tip, leaves the body (planning CT HU > -500), near ``entry``."""
+    """Where the needle line, followed back from the tip, leaves the body: the first crossing of -500 HU of the
+    planning CT (trilinear, as the resampled later CT shows it) more than 5 mm from the tip."""
+    from scipy import ndimage
+
     u = entry - tip
     length = float(np.linalg.norm(u))
     u /= length
-    ts = np.arange(0.0, length + 40.0, 0.25)
-    pts = tip + ts[:, None] * u
-    idx = np.rint(grid.world_to_index(pts)).astype(int)
-    ok = np.all((idx >= 0) & (idx < np.asarray(grid.size)), axis=1)
-    tissue = np.zeros(len(ts), bool)
-    tissue[ok] = body_hu[idx[ok, 2], idx[ok, 1], idx[ok, 0]] > -500
-    out = np.nonzero(~tissue & (ts > 5.0))[0]
-    return entry if not len(out) else tip + ts[out[0]] * u
+    ts = np.arange(0.0, length + 40.0, 0.1)
+    ijk = grid.world_to_index(tip + ts[:, None] * u)
+    hu = ndimage.map_coordinates(np.asarray(body_hu, np.float32), ijk[:, ::-1].T, order=1, mode="constant",
+                                 cval=-1024.0)
+    out = np.nonzero((hu <= -500.0) & (ts > 5.0))[0]
+    if not len(out):
+        return entry
+    k = int(out[0])
+    fa, fb = float(hu[k - 1]), float(hu[k])
+    frac = (fa + 500.0) / (fa - fb) if fa != fb else 0.5
+    return tip + (ts[k - 1] + frac * (ts[k] - ts[k - 1])) * u
 
 
 # ============================================================================ leaks
@@ -386,7 +400,7 @@ def _leak_shape(kind: str, volume_mm3: float, structures: StructureSet, plan: Pl
                              "vertebral body; plant a smaller leak")
         return inside, centre - semi - 1, centre + semi + 1, centre
     # vein: a tube from the antero-lateral wall outwards
-    radius = 1.5
+    radius = 2.0  # a segmental vein filled with cement, 4 mm across
     length = volume_mm3 / (math.pi * radius ** 2)
     u = np.array([0.6, -0.8, 0.0])
     ts = np.arange(0.0, 80.0, 0.5)

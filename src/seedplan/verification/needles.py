@@ -27,8 +27,10 @@ Detection (:func:`detect_needles`), in the later CT's own frame:
 
 Matching (:func:`match_needles`): in the planning frame (after the
 registration), planned needles (seed and vertebroplasty) and detected ones
-are paired by the Hungarian algorithm on ``tip distance (mm) + angle (deg)``,
-within ``max_tip_mm`` and ``max_angle_deg``.  Each pair gives the deviations
+are paired by the Hungarian algorithm on ``entry distance + tip distance / 2
+(mm) + angle (deg)``, within ``max_entry_mm``, ``max_angle_deg`` and
+``max_tip_mm`` (a needle is known by where it enters and where it points;
+its depth, and so its tip, is what goes wrong most).  Each pair gives the deviations
 the CT room reports (Ji et al., J Radiat Res 2021;62:910-917 report the same
 four for template-guided needles): tip and entry distance, angle, and depth
 (actual minus planned insertion depth, skin to tip), plus the tip's
@@ -545,8 +547,8 @@ def _planned(plan: Any) -> tuple[list[Needle], list[str]]:
     return needles, names
 
 
-def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, max_tip_mm: float = 20.0,
-                  max_angle_deg: float = 15.0) -> NeedleVerification:
+def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, max_entry_mm: float = 20.0,
+                  max_angle_deg: float = 15.0, max_tip_mm: float = 50.0) -> NeedleVerification:
     """Match detected needles to the planned ones (seed and vertebroplasty) in the planning frame.
 
     Parameters
@@ -555,8 +557,9 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
     plan : Plan
     registration : Registration, (4, 4) array or transform file
         Later CT -> planning frame (a failed registration raises :class:`RegistrationError`).
-    max_tip_mm, max_angle_deg : float
-        Pairs with tips farther apart, or directions more different, are not matched.
+    max_entry_mm, max_angle_deg, max_tip_mm : float
+        Pairs with entries farther apart, directions more different or tips farther apart are not matched.
+        Among the others the Hungarian algorithm minimises ``entry distance + tip distance / 2 + angle (deg)``.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -564,6 +567,7 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
         raise InputTypeError(f"detection must be a NeedleDetection (detect_needles), got {type(detection).__name__}")
     planned, names = _planned(plan)
     reg = as_registration(registration)
+    max_entry_mm = v.number(max_entry_mm, "max_entry_mm", lo=0.0, lo_open=True)
     max_tip_mm = v.number(max_tip_mm, "max_tip_mm", lo=0.0, lo_open=True)
     max_angle_deg = v.number(max_angle_deg, "max_angle_deg", lo=0.0, lo_open=True, hi=90.0)
     det = [Needle(tuple(reg.to_planning(np.array(n.entry_mm))), tuple(reg.to_planning(np.array(n.tip_mm))))
@@ -572,8 +576,18 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
     tip_d = np.array([[np.linalg.norm(d.tip - p.tip) for d in det] for p in planned]).reshape(len(planned), len(det))
     ang = np.array([[np.degrees(np.arccos(np.clip(d.direction @ p.direction, -1.0, 1.0))) for d in det]
                     for p in planned]).reshape(len(planned), len(det))
-    ok = (tip_d <= max_tip_mm) & (ang <= max_angle_deg)
-    cost = np.where(ok, tip_d + ang, 1e6)
+
+    def entry_gap(p: Needle, d: Needle, at: bool) -> float:
+        if at:
+            return float(np.linalg.norm(d.entry - p.entry))
+        q = p.entry - d.tip  # the detected needle does not reach the skin in the image: distance to its line
+        return float(np.linalg.norm(q - (q @ d.direction) * d.direction))
+
+    entry_d = np.array([[entry_gap(p, d, a) for d, a in zip(det, at_skin)] for p in planned]).reshape(len(planned),
+                                                                                                   len(det))
+    # a needle is known by where it enters and where it points; its depth is what went wrong most
+    ok = (entry_d <= max_entry_mm) & (ang <= max_angle_deg) & (tip_d <= max_tip_mm)
+    cost = np.where(ok, entry_d + 0.5 * tip_d + ang, 1e6)
     deviations: list[NeedleDeviation] = []
     if len(det):
         rows, cols = linear_sum_assignment(cost)
@@ -600,7 +614,7 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
     warnings = list(detection.warnings)
     if unmatched_p:
         warnings.append("no needle found for " + ", ".join(names[i] for i in unmatched_p)
-                        + f" (within {max_tip_mm:g} mm and {max_angle_deg:g} deg)")
+                        + f" (entry within {max_entry_mm:g} mm, direction within {max_angle_deg:g} deg)")
     if unmatched_d:
         warnings.append(f"{len(unmatched_d)} needle(s) on the CT match no planned needle")
     return NeedleVerification(detection, reg, tuple(deviations), unmatched_p, unmatched_d, tuple(names), tuple(det),
@@ -608,7 +622,8 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
 
 
 def verify_needles(intraop_ct: CTImage, plan: Plan, registration: Any, *, margin_mm: float = 30.0,
-                   max_tip_mm: float = 20.0, max_angle_deg: float = 15.0, **detect: Any) -> NeedleVerification:
+                   max_entry_mm: float = 20.0, max_angle_deg: float = 15.0, max_tip_mm: float = 50.0,
+                   **detect: Any) -> NeedleVerification:
     """Find the needles on the intra-operative CT around the planned ones and match them to the plan.
 
     Parameters
@@ -620,7 +635,7 @@ def verify_needles(intraop_ct: CTImage, plan: Plan, registration: Any, *, margin
         Intra-op CT -> planning frame (:func:`~seedplan.verification.register_ct`).
     margin_mm : float
         Search the box around the planned needles (mapped to the CT) enlarged by this margin.
-    max_tip_mm, max_angle_deg : float
+    max_entry_mm, max_angle_deg, max_tip_mm : float
         Matching gates (:func:`match_needles`).
     **detect
         Passed to :func:`detect_needles`.
@@ -647,4 +662,5 @@ def verify_needles(intraop_ct: CTImage, plan: Plan, registration: Any, *, margin
                             "treated level, with the right transform?")
     lo, hi = ends.min(axis=0) - margin_mm, ends.max(axis=0) + margin_mm
     detection = detect_needles(intraop_ct, region_mm=(lo, hi), **detect)
-    return match_needles(detection, plan, reg, max_tip_mm=max_tip_mm, max_angle_deg=max_angle_deg)
+    return match_needles(detection, plan, reg, max_entry_mm=max_entry_mm, max_angle_deg=max_angle_deg,
+                         max_tip_mm=max_tip_mm)

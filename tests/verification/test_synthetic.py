@@ -93,7 +93,8 @@ def test_the_intraop_ct_draws_the_needles_not_the_seeds(intraop, v_plan):
     assert len(t.needles) == len(v_plan.needles) + len(v_plan.pvp_needles)
     ct = intraop.ct
     for n in t.needles:  # metal along the whole needle, tip to skin, in the later CT's frame
-        pts = apply(np.linalg.inv(t.later_to_planning), n.tip + np.linspace(0.05, 0.95, 20)[:, None] * (n.entry - n.tip))
+        along = n.tip + np.linspace(0.05, 0.95, 20)[:, None] * (n.entry - n.tip)
+        pts = apply(np.linalg.inv(t.later_to_planning), along)
         idx = np.rint(ct.grid.world_to_index(pts)).astype(int)
         assert np.all(ct.hu[idx[:, 2], idx[:, 1], idx[:, 0]] >= 2000), n.label
 

@@ -37,7 +37,8 @@ def rigid_matrix(value: Any, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputTypeError(f"{name} must be a 4x4 matrix of numbers") from None
     if m.shape != (4, 4):
-        raise InputError(f"{name} must be a 4x4 matrix (rotation and translation, last row 0 0 0 1), got shape {m.shape}")
+        raise InputError(f"{name} must be a 4x4 matrix (rotation and translation, last row 0 0 0 1), "
+                         f"got shape {m.shape}")
     if not np.all(np.isfinite(m)):
         raise InputError(f"{name} must be finite")
     if not np.allclose(m[3], (0, 0, 0, 1), atol=1e-9):
@@ -136,7 +137,8 @@ def resample_fraction(mask: np.ndarray, src: Grid, grid: Grid, grid_to_src: np.n
     return sitk.GetArrayFromImage(out)
 
 
-def crop_grid(grid: Grid, lower_mm: Any, upper_mm: Any, frame_to_grid: np.ndarray | None = None) -> tuple[Grid, tuple[slice, ...]]:
+def crop_grid(grid: Grid, lower_mm: Any, upper_mm: Any,
+              frame_to_grid: np.ndarray | None = None) -> tuple[Grid, tuple[slice, ...]]:
     """The sub-grid of ``grid`` covering the axis-aligned box ``[lower_mm, upper_mm]`` (given in the frame that
     ``frame_to_grid`` maps to ``grid``'s, default the same) and its ``[z, y, x]`` slices.
 

@@ -425,7 +425,6 @@ def register_ct(
         Bad arguments.
     """
     import SimpleITK as sitk
-    from scipy import ndimage
 
     t_start = time.perf_counter()
     fr.check_ct(later_ct, "later_ct")
@@ -454,11 +453,13 @@ def register_ct(
     del pts
     exclude = np.zeros(fgrid.shape, bool)
     if plan is not None and getattr(plan, "cement", None) is not None:
-        cm = plan.cement.mask_on(fgrid) if not plan.cement.grid.same_geometry(planning_ct.grid) else plan.cement.mask[fsl]
+        same = plan.cement.grid.same_geometry(planning_ct.grid)
+        cm = plan.cement.mask[fsl] if same else plan.cement.mask_on(fgrid)
         exclude = _dilate(np.asarray(cm, bool), 5.0, fsp)
     fmask = roi & _dilate(fhu >= bone_hu, 3.0, fsp) & ~exclude
     if fmask.sum() < 500:
-        raise RegistrationError(f"the planning CT has almost no bone (HU >= {bone_hu:g}) within {roi_radius_mm:g} mm of "
+        raise RegistrationError(f"the planning CT has almost no bone (HU >= {bone_hu:g}) within {roi_radius_mm:g} mm "
+                                "of "
                                 f"({centre[0]:.1f}, {centre[1]:.1f}, {centre[2]:.1f}) mm; register around bone "
                                 "(center_mm) or pass a transform")
     fixed = _sitk_image(fhu, fgrid, -300.0, dense_hu)
@@ -538,7 +539,7 @@ def register_ct(
     if not scored:
         raise RegistrationError(
             "the later CT does not overlap the planning CT's region of interest under any initial transform "
-            f"(identity, bone centroids, image centres); is it a CT of the same patient and region? Pass a transform "
+            "(identity, image centres, bone correlation); is it a CT of the same patient and region? Pass a transform "
             "(initial=) if the frames are far apart")
     scored.sort(key=lambda s: s[0])
     _, init_name, init_m = scored[0]
@@ -561,7 +562,8 @@ def register_ct(
         final = r.Execute(fixed, moving)
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
-        raise RegistrationError("the registration stopped: the later CT and the planning CT's region of interest stopped "
+        raise RegistrationError("the registration stopped: the later CT and the planning CT's region of interest "
+                                "stopped "
                                 f"overlapping ({detail[-1][:160] if detail else 'SimpleITK error'}); pass a transform "
                                 "(initial=) or check the CTs") from None
     plan_to_later = fr.matrix_of_sitk(final)
@@ -585,7 +587,8 @@ def register_ct(
     if rot > max_rotation_deg:
         problems.append(f"rotation {rot:.1f} deg exceeds max_rotation_deg={max_rotation_deg:g}")
     if shift > max_translation_mm:
-        problems.append(f"the region's centre moves {shift:.1f} mm, more than max_translation_mm={max_translation_mm:g}")
+        problems.append(f"the region's centre moves {shift:.1f} mm, more than "
+                        f"max_translation_mm={max_translation_mm:g}")
     ok = not problems
     reg = Registration(
         matrix=matrix, metric=float(r.GetMetricValue()), iterations=int(count[0]), ok=ok,

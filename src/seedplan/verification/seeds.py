@@ -261,7 +261,8 @@ def _k_segments(points: np.ndarray, w: np.ndarray, n: int, half: float, rng: np.
         cs = [points[rng.choice(len(points), p=w / w.sum())]]
         for _k in range(1, n):
             d2 = np.min([np.sum((points - c) ** 2, axis=1) for c in cs], axis=0) * w
-            cs.append(points[rng.choice(len(points), p=d2 / d2.sum())] if d2.sum() > 0 else points[rng.integers(len(points))])
+            pick = rng.choice(len(points), p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(len(points))
+            cs.append(points[pick])
         inits.append(np.array(cs))
     best_cost, best = np.inf, None
     for init in inits:
@@ -583,7 +584,6 @@ def detect_seeds(
         hmax = np.inf
     half_vox = np.asarray(sub.spacing_mm, float) / 2
     shape = np.asarray(lab.shape)
-    patch_label = -1
     found: list[DetectedSeed] = []
     n_refined = 0
     dmat = sub.direction_matrix
@@ -783,7 +783,8 @@ def verify_seeds(
         background = np.full(post_ct.grid.shape, -1024.0, np.float32)
         background[sl] = fr.resample_hu(planning_ct, sub, reg.matrix, default_hu=-1024.0)
     detection = detect_seeds(post_ct, region_mm=(lo, hi), expected_count=expected_count, background_hu=background,
-                             capsule_length_mm=detect.pop("capsule_length_mm", float(plan.seed_model.capsule_length_mm)),
+                             capsule_length_mm=detect.pop("capsule_length_mm",
+                                                          float(plan.seed_model.capsule_length_mm)),
                              **detect)
     out = match_seeds(detection, plan, reg, max_distance_mm=max_distance_mm)
     if not inside.all():

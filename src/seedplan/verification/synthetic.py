@@ -324,7 +324,8 @@ def _magnitude(rng: np.random.Generator, mean: float, sd: float) -> float:
     return float(rng.gamma((mean / sd) ** 2, sd * sd / mean))
 
 
-def _perturb_needle(n: Needle, model: NeedleErrorModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+def _perturb_needle(n: Needle, model: NeedleErrorModel,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
     """Actual (entry, tip) of a planned needle and the drawn errors."""
     d = n.direction
     e_off = _magnitude(rng, model.entry_mm, model.entry_sd_mm)
@@ -624,7 +625,8 @@ def synthetic_ct(
             n_plan = plan.needles[s.needle - 1]
             d = (t - e) / np.linalg.norm(t - e)
             rot = _rotation_between(n_plan.direction, d)
-            p = np.asarray(s.position_mm) + (t - s.retraction_mm * d) - (n_plan.tip - s.retraction_mm * n_plan.direction)
+            p = (np.asarray(s.position_mm) + (t - s.retraction_mm * d)
+                 - (n_plan.tip - s.retraction_mm * n_plan.direction))
             if errors.seed_jitter_mm:
                 p = p + rng.normal(0.0, errors.seed_jitter_mm, 3)
             ax = rot @ np.asarray(s.axis)

@@ -16,6 +16,7 @@ workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -131,9 +132,10 @@ class RobustnessResult:
         for i, c in enumerate(self.columns):
             x = self.values[1:, i]
             p5, p50, p95 = (float(p) for p in np.percentile(x, _PERCENTILES))
+            dev = x - x[0]  # mean and SD about the first value: exactly that value and 0 when all are equal
             out.append({"structure": c.structure, "group": c.group, "metric": c.metric, "label": c.label,
-                        "unit": c.unit, "nominal": float(self.values[0, i]), "mean": float(np.mean(x)),
-                        "sd": float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, "p5": p5, "p50": p50, "p95": p95,
+                        "unit": c.unit, "nominal": float(self.values[0, i]), "mean": float(x[0] + np.mean(dev)),
+                        "sd": float(np.std(dev, ddof=1)) if len(x) > 1 else 0.0, "p5": p5, "p50": p50, "p95": p95,
                         "min": float(np.min(x)), "max": float(np.max(x))})
         return out
 
@@ -266,7 +268,8 @@ def _open_client(workers: int | None, scheduler: str | None, processes: bool) ->
         return client, None
     n = workers if workers is not None else _default_workers()
     kwargs: dict[str, Any] = {"env": dict(WORKER_ENV)} if processes else {}
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+    # the scheduler's HTTP server on a free local port (with no address it tries 8787 and warns when taken)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0",
                            silence_logs=logging.ERROR, **kwargs)
     try:
         return Client(cluster), cluster
@@ -294,6 +297,7 @@ def run_robustness(
     client: Any = None,
     processes: bool = True,
     chunk_size: int | None = None,
+    problem: RobustnessProblem | None = None,
 ) -> RobustnessResult:
     """The plan's metrics over N scenarios of placement errors, on Dask.
 
@@ -316,6 +320,10 @@ def run_robustness(
         Local cluster of processes (default) or of threads in this process.
     chunk_size : int, optional
         Scenarios per task (default: about 10 tasks per worker, at most 25 scenarios each).
+    problem : RobustnessProblem, optional
+        The plan's structures sampled earlier (:func:`prepare_problem` on this plan and these structures),
+        to run several error models without sampling again; its error model and seed are replaced by
+        the options'.
 
     Returns
     -------
@@ -336,9 +344,35 @@ def run_robustness(
         chunk_size = v.integer(chunk_size, "chunk_size", lo=1, hi=100_000)
     v.flag(processes, "processes")
 
+    quiet = _QuietDask() if client is None and scheduler is None else contextlib.nullcontext()
+    with quiet:
+        return _run(plan, structures, opts, workers, scheduler, client, processes, chunk_size, problem)
+
+
+class _QuietDask:
+    """Keep the in-process Dask loggers (scheduler, thread workers) to errors while a cluster of ours runs."""
+
+    def __enter__(self) -> None:
+        import distributed  # noqa: F401  (its import sets the level this context overrides)
+
+        self.logger = logging.getLogger("distributed")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.level)
+
+
+def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers: int | None, scheduler: str | None,
+         client: Any, processes: bool, chunk_size: int | None, problem: RobustnessProblem | None) -> RobustnessResult:
     t0 = time.perf_counter()
-    plan_geometry(plan)                       # the cheap checks first: no cluster for a plan that cannot run
+    geometry = plan_geometry(plan)            # the cheap checks first: no cluster for a plan that cannot run
     evaluated_structures(plan, structures)
+    if problem is not None:
+        if not isinstance(problem, RobustnessProblem):
+            raise InputTypeError(f"problem must be a RobustnessProblem, got {type(problem).__name__}")
+        if not np.array_equal(problem.geometry.positions_mm, geometry.positions_mm):
+            raise InputError("problem was prepared for another plan (its seeds differ); prepare it for this plan")
     total = opts.scenarios + 1
     own = client is None
     cluster = None
@@ -346,7 +380,10 @@ def run_robustness(
     try:
         # sample the structures in a thread while the cluster starts and its workers load the kernels
         log.info("robustness: sampling the target and organs at risk of a plan of %d seeds", plan.n_seeds)
-        pending = pool.submit(prepare_problem, plan, structures, opts.errors, opts.seed)
+        if problem is None:
+            pending = pool.submit(prepare_problem, plan, structures, opts.errors, opts.seed)
+        else:
+            pending = pool.submit(replace, problem, errors=opts.errors, seed=opts.seed)
         if own:
             log.info("robustness: starting %s", scheduler or f"a local cluster of {workers or _default_workers()} "
                      "worker(s)")

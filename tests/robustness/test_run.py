@@ -148,3 +148,16 @@ def test_the_files(planned, prepared, threads_client, tmp_path):
                                    for c in r.columns), goals=())
     fragment = robustness_html(odd)
     assert "&lt;b&gt;&amp;x" in fragment and "<b>&x" not in fragment
+
+
+def test_a_failing_worker_is_one_clear_error(planned, prepared, threads_client, monkeypatch):
+    from seedplan.errors import SeedplanError
+    from seedplan.robustness import RobustnessProblem
+
+    def broken(self, start, stop):
+        raise MemoryError("no room")
+
+    _, plan, case = planned
+    monkeypatch.setattr(RobustnessProblem, "evaluate_range", broken)   # the thread workers share this process
+    with pytest.raises(SeedplanError, match="a Dask worker failed on scenarios 0-.*MemoryError: no room"):
+        run_robustness(plan, case.structures, scenarios=3, client=threads_client, problem=prepared)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate as v
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, SeedplanError
 from ..imaging.structures import StructureSet
 from ..plan import Goal, Plan
 from ._errors import CITATIONS, ErrorModel, RobustnessOptions
@@ -413,15 +413,22 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
         t2 = time.perf_counter()
         job = client.scatter(problem, broadcast=True)
         spans = _chunks(total, n_workers, chunk_size)
-        futures = [client.submit(_run_chunk, job, a, b, pure=False) for a, b in spans]
+        futures = {client.submit(_run_chunk, job, a, b, pure=False): (a, b) for a, b in spans}
         values = np.empty((total, len(problem.columns)))
         dvh = np.empty((total, len(problem.dvh_edges_Gy)), dtype=np.float32)
         lost = np.empty(total, dtype=np.int64)
         shift = np.empty(total)
         points = np.empty(total, dtype=np.int64)
         done, next_pct = 0, 10
-        for fut in as_completed(futures):
-            part = fut.result()
+        for fut in as_completed(list(futures)):
+            try:
+                part = fut.result()
+            except SeedplanError:
+                raise
+            except Exception as exc:  # a worker without seedplan, out of memory...: say where, in one line
+                a, b = futures[fut]
+                raise SeedplanError(f"a Dask worker failed on scenarios {a}-{b - 1}: {type(exc).__name__}: {exc} "
+                                    "(the workers need seedplan and its dependencies)") from exc
             idx = part["index"]
             values[idx] = part["values"]
             dvh[idx] = part["dvh_pct"]

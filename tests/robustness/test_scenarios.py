@@ -76,6 +76,28 @@ def test_the_hottest_sample_search_gives_the_metrics_of_all_samples(planned, pro
     assert evaluated / 4 < 0.5 * every       # and it evaluated well under half of the samples
 
 
+def test_every_organ_metric_a_goal_can_name(planned):
+    """Limits on Dmax, D1cc, D2cc, Dmean and the EQD2s add those metrics, with the plan layer's definitions."""
+    _, plan, case = planned
+    limits = {"aorta": {"Dmax_Gy": 500.0, "D1cc_Gy": 90.0, "D2cc_Gy": 80.0, "Dmean_Gy": 20.0,
+                        "EQD2max_Gy": 900.0, "EQD2_D0.1cc_Gy": 300.0}}
+    asked = replace(plan, prescription=replace(plan.prescription, oar_limits=limits))
+    p = prepare_problem(asked, case.structures, ErrorModel(), 6)
+    aorta = [c for c in p.columns if c.structure == "aorta"]
+    assert {c.metric for c in aorta} == {"D0.1cc_Gy", *limits["aorta"]}
+    values = p.evaluate(0)["values"]
+    for c in aorta:
+        assert values[c] == plan.results["oars"]["aorta"][c.metric], c.metric      # stored, to the bit
+    seeds, row = p.scenario_seeds(1), p.evaluate(1)["values"]
+    s = next(s for s in p.structures if s.name == "aorta")
+    kept = seeds.kept
+    dose = total_dose(s.points_mm, seeds.positions_mm[kept], p.geometry.strengths_U[kept], source=plan.seed_model,
+                      axes=seeds.axes[kept], formalism=plan.formalism)
+    h = DVH.from_samples(dose, np.full(s.n, s.weight))
+    assert row[next(c for c in aorta if c.metric == "Dmean_Gy")] == h.mean_Gy
+    assert row[next(c for c in aorta if c.metric == "D2cc_Gy")] == h.D_cc(2.0)
+
+
 def test_box_bounds_are_upper_bounds_of_the_dose(planned):
     _, plan, _ = planned
     rng = np.random.default_rng(8)

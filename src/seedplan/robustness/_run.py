@@ -411,7 +411,9 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
         n_workers = len(addresses) or 1
         log.info("robustness: %d scenarios (scenario 0 nominal) on %d worker(s)", total, n_workers)
         t2 = time.perf_counter()
-        job = client.scatter(problem, broadcast=True)
+        # a key of its own (hash=False): a problem equal to one of an earlier run on the same client must not
+        # share that run's key, which the earlier run releases
+        job = client.scatter(problem, broadcast=True, hash=False)
         spans = _chunks(total, n_workers, chunk_size)
         futures = {client.submit(_run_chunk, job, a, b, pure=False): (a, b) for a, b in spans}
         values = np.empty((total, len(problem.columns)))
@@ -427,7 +429,8 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
                 raise
             except Exception as exc:  # a worker without seedplan, out of memory...: say where, in one line
                 a, b = futures[fut]
-                raise SeedplanError(f"a Dask worker failed on scenarios {a}-{b - 1}: {type(exc).__name__}: {exc} "
+                which = f"scenarios {a}-{b - 1}" if b - a > 1 else f"scenario {a}"
+                raise SeedplanError(f"a Dask worker failed on {which}: {type(exc).__name__}: {exc} "
                                     "(the workers need seedplan and its dependencies)") from exc
             idx = part["index"]
             values[idx] = part["values"]
@@ -442,6 +445,7 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
                 log.info("robustness: %d/%d scenarios (%d %%)", done, total, pct)
                 next_pct = (pct // 10 + 1) * 10
         t_run = time.perf_counter() - t2
+        job.release()
         del warm
     finally:
         if own:

@@ -518,6 +518,7 @@ class RobustnessProblem:
     def evaluate(self, k: int) -> dict[str, Any]:
         """Scenario ``k``: ``{"values": {MetricColumn: value}, "dvh_pct", "seeds_lost", "max_shift_mm",
         "points"}`` (points: dose points evaluated)."""
+        _warm_tables(self)
         row, dvh, lost, shift, points = self._evaluate(int(k))
         return {"values": dict(zip(self.columns, row.tolist())), "dvh_pct": dvh, "seeds_lost": lost,
                 "max_shift_mm": shift, "points": points}

@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--workers", type=int, default=None, help="worker processes of the local Dask cluster "
                     "(default: the usable cores)")
     rb.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (its workers need seedplan)")
+                    help="run on an existing Dask cluster, e.g. tcp://scheduler-host:8786 (its workers need seedplan)")
     rb.add_argument("--errors", default=None, metavar="FILE",
                     help="JSON robustness settings {\"scenarios\", \"seed\", \"errors\": {...}} or an error model "
                     "alone (default: the template-guided placement accuracy of Ji et al. 2021)")

@@ -162,9 +162,8 @@ def robustness_html(result: RobustnessResult, *, image: str | Path | None = None
         f"{_n(errors.seed_jitter_sd_mm, 2)} mm; seed loss probability {_n(errors.seed_loss_probability, 3)}.</p>")
     rows = []
     for m in d["metrics"]:
-        digits = 1
         rows.append("<tr>" + f"<td>{_e(m['structure'])}</td><td>{_e(m['metric'])}</td>" + "".join(
-            f'<td class="num">{_n(m[k], digits)}</td>' for k in ("nominal", "mean", "p5", "p50", "p95")) + "</tr>")
+            f'<td class="num">{_n(m[k])}</td>' for k in ("nominal", "mean", "p5", "p50", "p95")) + "</tr>")
     parts.append("<table><thead><tr><th>Structure</th><th>Metric</th><th class=\"num\">Nominal</th>"
                  "<th class=\"num\">Mean</th><th class=\"num\">P5</th><th class=\"num\">P50</th>"
                  "<th class=\"num\">P95</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

@@ -19,6 +19,7 @@ machine is shared: compare numbers from one session only).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numba
@@ -135,7 +136,10 @@ def _report(report_line):
         if d:
             report_line(f"robustness on Dask, {w} worker(s): {SCENARIOS + 1} scenarios in {d['total_s']:.1f} s "
                         f"(cluster ready {d['cluster_s']:.1f} s, sampled {d['prepare_s']:.1f} s, scenarios "
-                        f"{d['scenarios_s']:.1f} s = {d['scenarios_per_s']:.1f}/s)")
+                        f"{d['scenarios_s']:.1f} s = {d['scenarios_per_s']:.1f}/s; worker CPU "
+                        f"{d['worker_cpu_ms_per_scenario']:.1f} ms per scenario, so "
+                        f"{(SCENARIOS + 1) * d['worker_cpu_ms_per_scenario'] / 1e3 / w:.1f} s of scenarios on {w} "
+                        f"idle core(s); load average {os.getloadavg()[0]:.1f})")
     if "dask_1" in r and "dask_2" in r:
         speedup = r["dask_2"]["scenarios_per_s"] / r["dask_1"]["scenarios_per_s"]
         met = "met" if r["dask_2"]["total_s"] < TARGET_S else "NOT met"

@@ -83,7 +83,8 @@ class RobustnessResult:
         Metrics whose scenario-0 value differs from the plan's stored results (empty: all equal;
         None: the plan holds no results).
     run : dict
-        How the run went (workers, scheduler, seconds, scenarios per second, dose points evaluated);
+        How the run went (workers, scheduler, seconds, scenarios per second, dose points evaluated, the
+        workers' CPU time per scenario);
         not part of :meth:`to_dict`, which depends only on the plan, the structures and the options.
     """
 
@@ -252,7 +253,10 @@ def _run_chunk(problem: RobustnessProblem, start: int, stop: int) -> dict[str, n
     import numba
 
     numba.set_num_threads(1)
-    return problem.evaluate_range(start, stop)
+    t0 = time.thread_time()
+    out = problem.evaluate_range(start, stop)
+    out["cpu_s"] = time.thread_time() - t0
+    return out
 
 
 def _open_client(workers: int | None, scheduler: str | None, processes: bool) -> tuple[Any, Any]:
@@ -421,7 +425,7 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
         lost = np.empty(total, dtype=np.int64)
         shift = np.empty(total)
         points = np.empty(total, dtype=np.int64)
-        done, next_pct = 0, 10
+        done, next_pct, cpu_s = 0, 10, 0.0
         for fut in as_completed(list(futures)):
             try:
                 part = fut.result()
@@ -438,6 +442,7 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
             lost[idx] = part["seeds_lost"]
             shift[idx] = part["max_shift_mm"]
             points[idx] = part["points"]
+            cpu_s += float(part.get("cpu_s", 0.0))
             fut.release()
             done += len(idx)
             pct = 100 * done // total
@@ -461,7 +466,8 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
         run={"workers": n_workers, "scheduler": scheduler or ("given client" if not own else "local cluster"),
              "prepare_s": round(t_prepare, 3), "cluster_s": round(t_cluster, 3), "scenarios_s": round(t_run, 3),
              "total_s": round(time.perf_counter() - t0, 3), "scenarios_per_s": round(total / t_run, 2) if t_run else None,
-             "dose_points_per_scenario": float(points.mean())},
+             "dose_points_per_scenario": float(points.mean()),
+             "worker_cpu_ms_per_scenario": round(1e3 * cpu_s / total, 2)},
     )
     if result.nominal_differences:
         log.warning("robustness: scenario 0 differs from the plan's stored results (%s); were the structures the "

@@ -81,25 +81,11 @@ def _mu_volume(mu_volume_cm: Any, grid: Any) -> np.ndarray:
     if mu.shape != grid.shape:
         raise GeometryError(f"mu_volume_cm has shape {mu.shape} but the grid expects {grid.shape} (z, y, x)")
     mu = np.ascontiguousarray(mu)
-    if mu.size and not _all_finite_nonnegative(mu.reshape(-1)):
-        raise InputError("mu_volume_cm must be finite and >= 0 (cm^-1)")
+    if mu.size:
+        lo, hi = float(mu.min()), float(mu.max())  # NaN propagates to both
+        if not (lo >= 0.0 and hi < math.inf):
+            raise InputError("mu_volume_cm must be finite and >= 0 (cm^-1)")
     return mu
-
-
-@nb.njit(cache=True, parallel=True)
-def _all_finite_nonnegative(a):
-    """True when every value is finite and >= 0 (one pass, no temporary arrays)."""
-    n = a.shape[0]
-    chunk = 1 << 16
-    nc = (n + chunk - 1) // chunk
-    bad = np.zeros(nc, dtype=np.bool_)
-    for c in nb.prange(nc):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            v = a[i]
-            if not (v >= 0.0 and v < np.inf):
-                bad[c] = True
-                break
-    return not bad.any()
 
 
 # --------------------------------------------------------------------- kernels
@@ -211,45 +197,58 @@ BLOCK_SHIFT = 2
 _BLOCK = 1 << BLOCK_SHIFT
 
 
-@nb.njit(cache=True, parallel=True)
-def _block_values(mu, mu_w, shift):
-    """Per block of ``2**shift`` voxels a side: its excess ``mu - mu_w`` when every voxel has the same mu, else NaN."""
+@nb.njit(cache=True)
+def _block_values(mu, mu_w, shift, lo, hi):
+    """Per block of ``2**shift`` voxels a side: 0 where every voxel is water (mu == mu_w), 1 where every voxel
+    has the same other mu, 2 otherwise; only blocks ``lo..hi`` (k, j, i, inclusive) are examined (others: 2)."""
     nz, ny, nx = mu.shape
     b = 1 << shift
     bz, by, bx = (nz + b - 1) >> shift, (ny + b - 1) >> shift, (nx + b - 1) >> shift
-    out = np.empty((bz, by, bx))
-    for q in nb.prange(bz * by):
-        kz = q // by
-        jy = q - kz * by
-        for ix in range(bx):
-            v0 = mu[kz * b, jy * b, ix * b]
-            uniform = True
-            for k in range(kz * b, min(nz, kz * b + b)):
-                for j in range(jy * b, min(ny, jy * b + b)):
-                    for i in range(ix * b, min(nx, ix * b + b)):
-                        if mu[k, j, i] != v0:
-                            uniform = False
+    out = np.full((bz, by, bx), 2, dtype=np.int8)
+    for kz in range(lo[0], hi[0] + 1):
+        for jy in range(lo[1], hi[1] + 1):
+            for ix in range(lo[2], hi[2] + 1):
+                v0 = mu[kz * b, jy * b, ix * b]
+                uniform = True
+                for k in range(kz * b, min(nz, kz * b + b)):
+                    for j in range(jy * b, min(ny, jy * b + b)):
+                        for i in range(ix * b, min(nx, ix * b + b)):
+                            if mu[k, j, i] != v0:
+                                uniform = False
+                                break
+                        if not uniform:
                             break
                     if not uniform:
                         break
-                if not uniform:
-                    break
-            out[kz, jy, ix] = (v0 - mu_w) if uniform else np.nan
+                if uniform:
+                    out[kz, jy, ix] = 0 if v0 == mu_w else 1
     return out
 
 
-def _blocks(mu: np.ndarray, mu_w: float) -> np.ndarray:
+def _blocks(mu: np.ndarray, mu_w: float, lo_ijk: np.ndarray | None = None,
+            hi_ijk: np.ndarray | None = None) -> np.ndarray:
     """One int8 code per block of ``2**BLOCK_SHIFT`` voxels a side, for :func:`_excess_skip`.
 
     ``r >= 1``: the block is water (excess exactly 0) and so is every block
     within Chebyshev distance ``r - 1`` of it (capped at 127); ``-1``: every
     voxel of the block has the same mu (not water's); ``0``: anything else.
+    Only the blocks touching the index box ``lo_ijk..hi_ijk`` (continuous
+    (i, j, k), default the whole grid) are examined: a segment between two
+    points of the box never leaves it.
     """
     from scipy import ndimage
 
-    val = _block_values(mu, mu_w, BLOCK_SHIFT)
-    water = val == 0.0
-    code = np.where(np.isnan(val), 0, -1).astype(np.int8)
+    shape = np.array(mu.shape)
+    nb_ = (shape + _BLOCK - 1) >> BLOCK_SHIFT
+    if lo_ijk is None or hi_ijk is None:
+        lo_b, hi_b = np.zeros(3, dtype=np.int64), nb_ - 1
+    else:
+        lo_v = np.clip(np.floor(np.asarray(lo_ijk, float)[::-1] + 0.5) - 1, 0, shape - 1).astype(np.int64)
+        hi_v = np.clip(np.floor(np.asarray(hi_ijk, float)[::-1] + 0.5) + 1, 0, shape - 1).astype(np.int64)
+        lo_b, hi_b = lo_v >> BLOCK_SHIFT, hi_v >> BLOCK_SHIFT
+    kind = _block_values(mu, float(mu_w), BLOCK_SHIFT, lo_b, hi_b)
+    water = kind == 0
+    code = np.where(kind == 1, -1, 0).astype(np.int8)
     if water.all():
         code[...] = 127
     elif water.any():
@@ -498,7 +497,8 @@ def attenuation_factors(
     if step_cm > 0.0:
         lengths_cm = np.linalg.norm(pts[:, None, :] - seeds[None, :, :], axis=2) / 10.0
         return _factors_kernel(pi, si, np.ascontiguousarray(lengths_cm), mu, mw, step_cm)
-    return _factors_skip(pi, si, pts, seeds, mu, mw, _blocks(mu, mw))
+    both = np.vstack([pi, si])
+    return _factors_skip(pi, si, pts, seeds, mu, mw, _blocks(mu, mw, both.min(axis=0), both.max(axis=0)))
 
 
 def _step_cm(step_mm: Any) -> float:

@@ -10,7 +10,8 @@ samples around the dose it returns.  So:
 2. a voxel's sub-point doses are bounded by ``[d0 - h, d0 + h]`` with ``h`` from
    the differences to its six face neighbours (a linear field across the voxel
    with the steeper one-sided slope on each axis, times :data:`SAFETY`, plus the
-   curvature term);
+   curvature term, and never less than the largest difference to a neighbour,
+   so that a dose step next to the centre is seen);
 3. a voxel is refined (all its member sub-points evaluated, as in the exact
    evaluation) when it lies on the structure border (the trilinear band), when
    its dose is steep (``h > STEEP * d0``, next to a seed), or when its range
@@ -61,6 +62,7 @@ def centre_bounds(d0: np.ndarray, nbr_plus: list, nbr_minus: list, sub: Sequence
     """
     off, var = _axes_offsets(sub)
     h = np.zeros_like(d0)
+    g_max = np.zeros_like(d0)
     mean = d0.copy()
     ok = np.ones(d0.shape, dtype=bool)
     for a in range(3):
@@ -71,9 +73,14 @@ def centre_bounds(d0: np.ndarray, nbr_plus: list, nbr_minus: list, sub: Sequence
         dp = np.where(has_p, dp, np.where(has_m, dm, 0.0))
         dm = np.where(has_m, dm, dp)
         g = np.maximum(np.abs(dp), np.abs(dm))
+        if off[a] > 0:
+            g_max = np.maximum(g_max, g)
         curv = dp - dm
         h += SAFETY * off[a] * g + 0.5 * off[a] ** 2 * np.abs(curv)
         mean += 0.5 * var[a] * curv
+    # never narrower than the largest step to a neighbour: a jump between the centre and a neighbour
+    # (a dose that is not smooth) may put a sub-point at the neighbour's dose
+    h = np.maximum(h, g_max)
     return h, np.clip(mean, d0 - h, d0 + h), ok
 
 

@@ -16,6 +16,15 @@ shadowing.  TG-186 (Beaulieu et al., Med Phys 2012;39:6208) model-based
 dosimetry (Monte Carlo: egs_brachy, TOPAS, PENRED) is required for
 validation before any clinical use.
 
+The straight path is traced exactly through the voxels (the length in every
+voxel).  Uniform media are crossed a block (``2**BLOCK_SHIFT`` voxels a side)
+at a time, and water a cube of water blocks at a time (:func:`_excess_skip`);
+the sum is the voxel-by-voxel one (:func:`_excess_exact`, kept as
+:func:`_reference_attenuation_factors`) to rounding: measured, the largest
+difference of the excess attenuation ``sum (mu - mu_w) l`` is 5e-14 over the
+3.9e6 seed-point pairs of the phantom plan's corrected dose (relative
+difference of the factors 5e-14), asserted < 1e-12 in the tests.
+
 SW mu values (cm^-1, section 6 table, xraylib/NIST compositions [C]):
 water 0.412, soft tissue ICRP 0.407, cortical bone ICRP 2.77, compact bone
 ICRU 2.11, PMMA 0.388, PMMA + 10 wt% BaSO4 1.28, PMMA + 30 wt% BaSO4 3.50,

@@ -394,20 +394,21 @@ def _excess_skip(s, p, mu, mu_w, bcode):
                 t = tn
             if t >= t1:
                 break
+            # leaving the block, or the grid (a block cut by the grid's far face holds indices beyond it)
             if tn == tnx:
                 ix += stx
                 tnx += dtx
-                if (ix >> shift) != bx:
+                if (ix >> shift) != bx or ix >= nx:
                     break
             elif tn == tny:
                 iy += sty
                 tny += dty
-                if (iy >> shift) != by:
+                if (iy >> shift) != by or iy >= ny:
                     break
             else:
                 iz += stz
                 tnz += dtz
-                if (iz >> shift) != bz:
+                if (iz >> shift) != bz or iz >= nz:
                     break
         if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
             break
@@ -581,7 +582,9 @@ def heterogeneity_dose(
     s = _strengths(strength_U, seeds.shape[0])
     a = influence_matrix(points_mm, seeds, source=source, axes=axes, formalism=formalism, total=True, exact=exact)
     f = attenuation_factors(points_mm, seeds, mu_volume_cm, grid, mu_water_cm=mu_water_cm, step_mm=step_mm)
-    return (a * f) @ s
+    a *= f
+    a *= s[None, :]
+    return np.add.reduce(a, axis=1)  # no BLAS call: its threads stall when the machine is busy
 
 
 def mu_map(

@@ -187,7 +187,9 @@ def adaptive_dvh(
         cnt = band_member.sum(axis=1)
         members[band_idx] = cnt
         # the members' mean dose ~ the dose at their centroid (linear in the voxel)
-        cen = (band_member.astype(float) @ s.offsets) / np.maximum(cnt, 1)[:, None]  # (i, j, k) offsets
+        bm = band_member.astype(float)
+        cen = np.stack([np.add.reduce(bm * s.offsets[:, c], axis=1) for c in range(3)], axis=1)
+        cen /= np.maximum(cnt, 1)[:, None]  # members' mean offset (i, j, k)
         grad = [(plus[a][band_idx] - minus[a][band_idx]) * 0.5 for a in range(3)]  # per (k, j, i)
         shift = grad[0] * cen[:, 2] + grad[1] * cen[:, 1] + grad[2] * cen[:, 0]
         rb = np.where(np.isfinite(shift), d0[band_idx] + shift, d0[band_idx])

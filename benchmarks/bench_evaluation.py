@@ -13,7 +13,6 @@ Run: pytest benchmarks/bench_evaluation.py --benchmark-only
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import seedplan.dose.heterogeneity as het

@@ -14,15 +14,16 @@ from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.planning import plan_case
 
 #: ``plan_case(...).timings_s`` of the default phantom before the evaluation/corrected-dose speed work
-#: (commit 268d33e), best of 2 warm runs on the shared 2-core machine at a load average of 4-5 (other
-#: developers' jobs running), measured in the same session as :data:`AFTER_S`.
-BEFORE_S = {"anatomy": 0.477, "needles": 1.422, "vertebroplasty": 1.788, "slots": 0.086,
-            "seeds:influence": 0.081, "seeds": 8.233, "plan": 0.002, "dose": 0.363,
-            "evaluation:corrected_dose": 3.286, "evaluation": 7.459, "total": 20.285}
+#: (commit 268d33e), best of 2 warm runs on the shared 2-core machine at a load average of 2-3 (other
+#: developers' jobs running; at 4-5 the step times roughly double and the unpinned optimiser's BLAS
+#: threads made ``seeds`` 8.2 s before, 1.5 s after), measured in the same session as :data:`AFTER_S`.
+BEFORE_S = {"anatomy": 0.440, "needles": 1.212, "vertebroplasty": 1.377, "slots": 0.085,
+            "seeds:influence": 0.058, "seeds": 1.673, "plan": 0.002, "dose": 0.317,
+            "evaluation:corrected_dose": 2.449, "evaluation": 6.683, "total": 12.406}
 #: The same after it (branch ``speed``), same conditions.
-AFTER_S = {"anatomy": 0.507, "needles": 1.797, "vertebroplasty": 1.476, "slots": 0.087,
-           "seeds:influence": 0.024, "seeds": 1.488, "plan": 0.002, "dose": 0.311,
-           "evaluation:corrected_dose": 2.424, "evaluation": 3.730, "total": 9.922}
+AFTER_S = {"anatomy": 0.451, "needles": 1.504, "vertebroplasty": 1.656, "slots": 0.087,
+           "seeds:influence": 0.021, "seeds": 1.279, "plan": 0.002, "dose": 0.303,
+           "evaluation:corrected_dose": 2.142, "evaluation": 3.113, "total": 8.536}
 #: Target of the evaluation step (corrected dose included), s.
 EVALUATION_TARGET_S = 1.5
 

@@ -46,11 +46,11 @@ import numpy as np
 
 from ..errors import GeometryError, InputError, InputTypeError, ResourceError, SeedplanError
 from ..geometry import Grid
+from ._adaptive import adaptive_dvh
+from ._adaptive import reference_volumes as adaptive_reference_volumes
 from .dvh import DVH
 from .indices import oar_indices, target_indices
 from .radiobiology import DEFAULT_REPAIR_HALF_TIME_H, I125_HALF_LIFE_D, eqd2_permanent_Gy
-from ._adaptive import adaptive_dvh
-from ._adaptive import reference_volumes as adaptive_reference_volumes
 from .sampling import (
     BOUNDARY_RULES,
     DEFAULT_MAX_POINTS,

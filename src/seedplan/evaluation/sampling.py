@@ -30,10 +30,9 @@ data; points are returned in patient LPS mm.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
-
-import math
 
 import numba as nb
 import numpy as np

@@ -23,6 +23,8 @@ RESULTS: dict = {}
 POINT_RESULTS: dict = {}
 #: Summary lines of the other benchmarks (planning, cement), printed after the dose table.
 NOTES: list[str] = []
+#: "evaluate" / "corrected" -> {"fast": (s, metrics), "reference": (s, metrics), "units": work per run}
+EVAL_RESULTS: dict = {}
 
 
 def pytest_collect_file(parent, file_path):
@@ -36,6 +38,12 @@ def pytest_collect_file(parent, file_path):
 
 def _record(case, **values):
     RESULTS.setdefault(case, {}).update(values)
+
+
+@pytest.fixture
+def eval_results():
+    """The dict the evaluation benchmarks fill (:data:`EVAL_RESULTS`) for the session summary."""
+    return EVAL_RESULTS
 
 
 @pytest.fixture
@@ -60,7 +68,32 @@ def record_result():
     return _record
 
 
+def _eval_summary(tr):
+    tr.section("seedplan evaluation and corrected dose: fast vs reference (best of the timed rounds)")
+    what = {"evaluate": ("evaluate_plan, adaptive vs exact sampling", "sub-points"),
+            "corrected": ("corrected_dose_metrics, block-skipping vs voxel-by-voxel rays", "seed-point pairs")}
+    for key, r in EVAL_RESULTS.items():
+        label, unit = what[key]
+        fast, ref, n = r.get("fast"), r.get("reference"), r.get("units")
+        parts = [f"{label}:"]
+        if fast and fast[0]:
+            parts.append(f"fast {fast[0]:.2f} s" + (f" ({n / fast[0]:.2e} {unit}/s)" if n else "") + ",")
+        if ref and ref[0]:
+            parts.append(f"reference {ref[0]:.2f} s" + (f" ({n / ref[0]:.2e} {unit}/s)" if n else "") + ";")
+        if fast and ref and fast[0] and ref[0]:
+            parts.append(f"{ref[0] / fast[0]:.1f}x;")
+        if fast and ref:
+            a, b = fast[1], ref[1]
+            keys = [k for k in b if k in a and k.endswith(("D90_Gy", "V100_pct", "D0.1cc_Gy"))]
+            if keys:
+                err = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in keys)
+                parts.append(f"max rel diff of D90/V100/D0.1cc {err:.1e}")
+        tr.write_line(" ".join(parts))
+
+
 def pytest_terminal_summary(terminalreporter):
+    if EVAL_RESULTS:
+        _eval_summary(terminalreporter)
     if NOTES:
         terminalreporter.section("seedplan planning and cement benchmarks")
         for line in NOTES:

@@ -30,9 +30,11 @@ data; points are returned in patient LPS mm.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numba as nb
 import numpy as np
 
 from ..errors import GeometryError, InputError, InputTypeError, ResourceError
@@ -73,6 +75,19 @@ def _check_mask(mask: Any, grid: Grid, name: str) -> np.ndarray:
     if not arr.any():
         raise InputError(f"mask of {name} is empty: a structure needs at least one voxel")
     return arr
+
+
+def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive (k, j, i) bounds of a non-empty mask, from its projections (no index list of the whole grid)."""
+    lo, hi = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
+    k = np.flatnonzero(mask.any(axis=(1, 2)))
+    lo[0], hi[0] = k[0], k[-1]
+    sub = mask[k[0] : k[-1] + 1]
+    j = np.flatnonzero(sub.any(axis=(0, 2)))
+    lo[1], hi[1] = j[0], j[-1]
+    i = np.flatnonzero(sub[:, j[0] : j[-1] + 1].any(axis=(0, 1)))
+    lo[2], hi[2] = i[0], i[-1]
+    return lo, hi
 
 
 def subdivisions_for(
@@ -142,20 +157,97 @@ def _as_rng(rng: Any) -> np.random.Generator | None:
 
 def _trilinear(padded: np.ndarray, ijk: np.ndarray) -> np.ndarray:
     """Trilinear interpolation of a zero-padded ``[k, j, i]`` array at continuous (i, j, k)."""
-    p = ijk + 1.0  # index into the padded array
-    f = np.floor(p)
-    t = p - f
-    f = f.astype(np.intp)
-    hi = np.array(padded.shape[::-1]) - 2  # max lower corner per (i, j, k)
-    f = np.clip(f, 0, hi)
-    i0, j0, k0 = f[:, 0], f[:, 1], f[:, 2]
-    ti, tj, tk = t[:, 0], t[:, 1], t[:, 2]
-    out = np.zeros(len(ijk))
-    for dk, wk in ((0, 1.0 - tk), (1, tk)):
-        for dj, wj in ((0, 1.0 - tj), (1, tj)):
+    return _trilinear_kernel(padded, np.ascontiguousarray(ijk, dtype=np.float64))
+
+
+@nb.njit(cache=True)
+def _trilinear_kernel(padded, ijk):
+    # the same operations, in the same order, as the NumPy form it replaced (bit-identical results)
+    n = ijk.shape[0]
+    out = np.empty(n)
+    for q in range(n):
+        out[q] = _trilinear_one(padded, ijk[q, 0], ijk[q, 1], ijk[q, 2])
+    return out
+
+
+@nb.njit(cache=True)
+def _inside_kernel(ijk, offset, interior, fallback, band, padded, trilinear):
+    """:meth:`MaskSampler.inside`: nearest voxel (sub-points are never half-way), its sets, the trilinear test on the band."""
+    n = ijk.shape[0]
+    nz, ny, nx = interior.shape
+    out = np.zeros(n, dtype=np.bool_)
+    for q in range(n):
+        li = ijk[q, 0] - offset[0]
+        lj = ijk[q, 1] - offset[1]
+        lk = ijk[q, 2] - offset[2]
+        i = int(math.floor(li + 0.5))
+        j = int(math.floor(lj + 0.5))
+        k = int(math.floor(lk + 0.5))
+        if i < 0 or i >= nx or j < 0 or j >= ny or k < 0 or k >= nz:
+            continue
+        if interior[k, j, i] or fallback[k, j, i]:
+            out[q] = True
+        elif trilinear and band[k, j, i]:
+            out[q] = _trilinear_one(padded, li, lj, lk) >= 0.5
+    return out
+
+
+@nb.njit(cache=True, inline="always")
+def _trilinear_one(padded, ci, cj, ck):
+    nk, nj, ni = padded.shape
+    pi = ci + 1.0
+    pj = cj + 1.0
+    pk = ck + 1.0
+    fi, fj, fk = math.floor(pi), math.floor(pj), math.floor(pk)
+    ti, tj, tk = pi - fi, pj - fj, pk - fk
+    i0 = min(max(int(fi), 0), ni - 2)
+    j0 = min(max(int(fj), 0), nj - 2)
+    k0 = min(max(int(fk), 0), nk - 2)
+    acc = 0.0
+    for dk in range(2):
+        wk = tk if dk == 1 else 1.0 - tk
+        for dj in range(2):
+            wj = tj if dj == 1 else 1.0 - tj
             w_kj = wk * wj
-            kk, jj = k0 + dk, j0 + dj
-            out += w_kj * ((1.0 - ti) * padded[kk, jj, i0] + ti * padded[kk, jj, i0 + 1])
+            acc += w_kj * ((1.0 - ti) * np.float64(padded[k0 + dk, j0 + dj, i0])
+                           + ti * np.float64(padded[k0 + dk, j0 + dj, i0 + 1]))
+    return acc
+
+
+def _to_world(grid: Grid, ijk: np.ndarray) -> np.ndarray:
+    """``grid.index_to_world(ijk)`` for (N, 3) indices; per axis (no matrix product) on an axis-aligned grid.
+
+    On an axis-aligned grid the two agree bit for bit (the matrix product only adds exact zeros).
+    """
+    if grid.direction != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+        return grid.index_to_world(ijk)
+    return _axis_aligned_world(np.ascontiguousarray(ijk, dtype=np.float64), grid.origin, grid.spacing)
+
+
+def _to_index(grid: Grid, points_mm: np.ndarray) -> np.ndarray:
+    """``grid.world_to_index(points_mm)`` for (N, 3) points; per axis on an axis-aligned grid (bit-identical)."""
+    if grid.direction != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+        return grid.world_to_index(points_mm)
+    return _axis_aligned_index(np.ascontiguousarray(points_mm, dtype=np.float64), grid.origin, grid.spacing)
+
+
+@nb.njit(cache=True)
+def _axis_aligned_index(pts, origin, spacing):
+    n = pts.shape[0]
+    out = np.empty((n, 3))
+    for q in range(n):
+        for c in range(3):
+            out[q, c] = (pts[q, c] - origin[c]) / spacing[c]
+    return out
+
+
+@nb.njit(cache=True)
+def _axis_aligned_world(ijk, origin, spacing):
+    n = ijk.shape[0]
+    out = np.empty((n, 3))
+    for q in range(n):
+        for c in range(3):
+            out[q, c] = origin[c] + ijk[q, c] * spacing[c]
     return out
 
 
@@ -200,8 +292,7 @@ class MaskSampler:
         self.grid = grid
         full = _check_mask(mask, grid, name)
         # work on the mask's bounding box + 2 voxels (all-False border), not the whole CT grid
-        vox = np.argwhere(full)
-        self.bbox_kji = (vox.min(0), vox.max(0))  # inclusive, global voxel indices
+        self.bbox_kji = _bbox(full)  # inclusive, global voxel indices
         lo = np.maximum(self.bbox_kji[0] - 2, 0)
         hi = np.minimum(self.bbox_kji[1] + 2, np.array(grid.shape) - 1)
         self.mask = full[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
@@ -237,25 +328,10 @@ class MaskSampler:
     # ------------------------------------------------------------------
     def inside(self, ijk: np.ndarray) -> np.ndarray:
         """Membership of sub-points given as continuous grid indices ``(N, 3)`` (i, j, k)."""
-        ijk = np.asarray(ijk, dtype=float) - self.offset_ijk  # local (cropped) indices
-        vox = np.rint(ijk).astype(np.intp)
-        nz, ny, nx = self.mask.shape
-        valid = (
-            (vox[:, 0] >= 0) & (vox[:, 0] < nx) & (vox[:, 1] >= 0) & (vox[:, 1] < ny)
-            & (vox[:, 2] >= 0) & (vox[:, 2] < nz)
-        )
-        out = np.zeros(len(ijk), dtype=bool)
-        v = vox[valid]
-        k, j, i = v[:, 2], v[:, 1], v[:, 0]
-        res = self.interior[k, j, i] | self.fallback[k, j, i]
-        if self.boundary == "trilinear":
-            test = self.band[k, j, i] & ~res
-            if test.any():
-                sub = np.flatnonzero(valid)[test]
-                res = res.copy()
-                res[test] = _trilinear(self.padded, ijk[sub]) >= 0.5
-        out[valid] = res
-        return out
+        ijk = np.ascontiguousarray(ijk, dtype=np.float64)
+        padded = self.padded if self.padded is not None else np.zeros((2, 2, 2), dtype=np.float32)
+        return _inside_kernel(ijk, self.offset_ijk, self.interior, self.fallback, self.band, padded,
+                              self.boundary == "trilinear")
 
     def candidate_voxels(self) -> np.ndarray:
         """Grid voxels (k, j, i) that may contain member sub-points."""
@@ -284,7 +360,7 @@ class MaskSampler:
         total_cm3 = self.mask_volume_mm3 / 1000.0
         scale = self.mask_volume_mm3 / (n * self.sub_volume_mm3)
         weights = np.full(n, total_cm3 / n)
-        return _Samples(self.grid.index_to_world(ijk), weights, float(scale))
+        return _Samples(_to_world(self.grid, ijk), weights, float(scale))
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

@@ -433,7 +433,26 @@ def optimise_seeds(
     Returns
     -------
     SeedSolution
+
+    Notes
+    -----
+    The linear algebra runs on one BLAS thread (:func:`threadpoolctl.threadpool_limits`):
+    its products are small (a few hundred points by a few hundred slots), so
+    more BLAS threads only contend with the numba kernels' thread pool and with
+    each other on a 2-core machine.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _optimise_seeds(A_target, w_target, goals, A_oars=A_oars, w_oars=w_oars, U_per_mCi=U_per_mCi,
+                               activities_mCi=activities_mCi, activity_range_mCi=activity_range_mCi,
+                               milp_points=milp_points, milp_node_limit=milp_node_limit,
+                               milp_time_limit_s=milp_time_limit_s, conflicts=conflicts, rng=rng)
+
+
+def _optimise_seeds(A_target, w_target, goals, *, A_oars, w_oars, U_per_mCi, activities_mCi, activity_range_mCi,
+                    milp_points, milp_node_limit, milp_time_limit_s, conflicts, rng) -> SeedSolution:
+    """:func:`optimise_seeds` (its BLAS threads already limited)."""
     t0 = time.perf_counter()
     A_t = np.asarray(A_target, dtype=np.float64)
     w_t = np.asarray(w_target, dtype=np.float64)

@@ -178,6 +178,117 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ replan, postplan
+def _registration(later: object, planning: object, plan: object, transform: str | None) -> object:
+    """The later CT's registration to the planning CT: registered, or read from ``--transform``."""
+    from .verification import read_registration, register_ct
+
+    if transform:
+        reg = read_registration(transform, maps="later_to_planning")
+    else:
+        log.info("registering the CT to the planning CT (rigid, bone-weighted mutual information)")
+        reg = register_ct(later, planning, plan=plan)
+    reg.require("the re-plan" if plan is not None else "this step")
+    sm = reg.summary()
+    log.info("registration %s: rotation %.2f deg, shift %.1f mm, bone Dice %s", reg.quality, sm["rotation_deg"],
+             sm["shift_mm"], sm["bone_dice"])
+    return reg
+
+
+def _cmd_replan(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .imaging import load_ct
+    from .io import format_plan_table, load_plan_case
+    from .outputs import final_path, format_timings, output_folder, write_plan_outputs
+    from .plan import load_plan
+    from .planning import replan_on_needles
+    from .verification import verify_needles
+
+    plan = load_plan(args.plan)
+    case = load_plan_case(plan)
+    log.info("loading the intra-operative CT %s", args.ct)
+    ct = load_ct(args.ct)
+    with output_folder(args.out, what="re-plan", inputs=(args.ct,)) as staging:
+        t0 = time.perf_counter()
+        reg = _registration(ct, case.ct, plan, args.transform)
+        found = verify_needles(ct, plan, reg)
+        summary = found.summary()
+        for d in summary["needles"]:
+            log.info("%s: tip %.1f mm, angle %.1f deg from the plan", d["needle"], d["tip_error_mm"], d["angle_deg"])
+        for name in summary["unmatched_planned"]:
+            log.warning("needle %s was not found on the CT", name)
+        result = replan_on_needles(plan, case.ct, case.structures, found.actual_needles("seed"),
+                                   activity_mCi=args.activity_mCi)
+        t_replan = time.perf_counter() - t0
+        from dataclasses import replace
+
+        history = {"replan": {"replanned_from": plan.run.get("created", ""), "needles": summary,
+                              "registration": {"matrix_later_to_planning": [[round(float(x), 6) for x in row]
+                                                                            for row in reg.matrix],
+                                               "quality": reg.quality, "bone_dice": reg.bone_dice},
+                              "planned_results": {k: plan.results.get("target", {}).get(k)
+                                                  for k in ("D90_Gy", "V100_pct", "V150_pct", "V200_pct")}}}
+        result = replace(result, plan=replace(result.plan, history=history))
+        t = time.perf_counter()
+        files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)
+        files["needles"] = Path(staging / "needles.json")
+        from ._atomic import write_text_atomic
+
+        write_text_atomic(files["needles"], json.dumps(summary, indent=1) + "\n")
+        files["registration_check"] = reg.check_image(ct, case.ct, staging / "registration_check.png")
+        t_out = time.perf_counter() - t
+    print(format_plan_table(result.plan))
+    for label, path in files.items():
+        print(f"{label}: {final_path(path, staging, args.out)}")
+    print(f"\nre-plan in {t_replan:.1f} s after the CT was loaded (registration, needles, seeds, dose, evaluation)")
+    if args.timings:
+        print(format_timings(dict(result.timings_s), outputs_s=t_out))
+    return 0
+
+
+def _cmd_postplan(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .imaging import load_ct
+    from .io import load_plan_case
+    from .outputs import final_path, output_folder, write_postplan_outputs
+    from .plan import load_plan
+    from .verification import postplan_record, verify_cement, verify_seeds
+
+    plan = load_plan(args.plan)
+    if plan.n_seeds == 0:
+        from .errors import InputError
+
+        raise InputError(f"{args.plan} has no seeds: a post-implant check compares the seeds found with the plan's")
+    case = load_plan_case(plan)
+    log.info("loading the post-operative CT %s", args.ct)
+    ct = load_ct(args.ct)
+    with output_folder(args.out, what="post-implant dosimetry", inputs=(args.ct,)) as staging:
+        t0 = time.perf_counter()
+        reg = _registration(ct, case.ct, plan, args.transform)
+        seeds = verify_seeds(ct, plan, reg, planning_ct=case.ct, expected_count=args.expected_seeds)
+        log.info("seeds: %d found, %d matched, %d missing, %d extra", seeds.n_detected, len(seeds.pairs),
+                 len(seeds.missing), len(seeds.extra))
+        cement = None
+        if plan.cement is not None:
+            cement = verify_cement(ct, case.ct, reg, case.structures, plan=plan)
+            for lk in cement.leaks:
+                log.warning("cement leak: %.2f mL at the %s", lk.volume_mL, lk.site.replace("_", " "))
+        record = postplan_record(reg, seeds, cement)
+        files = write_postplan_outputs(plan, case, ct, reg, seeds, record, staging)
+        log.info("post-implant dosimetry in %.1f s", time.perf_counter() - t0)
+    m = json.loads(Path(final_path(files["metrics"], staging, args.out)).read_text())
+    for k, c in m.get("comparison", {}).items():
+        if c.get("planned") is not None and c.get("delivered") is not None:
+            print(f"{k:32s} planned {c['planned']:8.1f}   delivered {c['delivered']:8.1f}")
+    for label, path in files.items():
+        print(f"{label}: {final_path(path, staging, args.out)}")
+    return 0
+
+
 # ------------------------------------------------------------------------ phantom
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from .imaging.phantom import make_spine_phantom
@@ -301,6 +412,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace dose.nrrd, metrics.json and the plan's results in the plan's own folder")
     ds.set_defaults(func=_cmd_dose)
 
+    rp = sub.add_parser("replan", help="re-optimise the seeds along the needles found on an intra-operative CT")
+    rp.add_argument("plan", help="plan.json (its case file locates the planning CT)")
+    rp.add_argument("--ct", required=True, help="the intra-operative CT with the needles in place (DICOM folder or file)")
+    rp.add_argument("--out", required=True, help="output folder for the re-plan")
+    rp.add_argument("--transform", default=None,
+                    help="a SimpleITK transform file mapping the CT to the planning CT (default: register)")
+    rp.add_argument("--activity-mCi", type=float, default=None, help="seed activity (default: the plan's)")
+    rp.add_argument("--timings", action="store_true", help="print the time of each step")
+    rp.set_defaults(func=_cmd_replan)
+
+    pp = sub.add_parser("postplan", help="post-implant dosimetry: the seeds and cement found on a post-operative CT")
+    pp.add_argument("ct", help="the post-operative CT (DICOM folder or file)")
+    pp.add_argument("--plan", required=True, help="plan.json of the implant (its case file locates the planning CT)")
+    pp.add_argument("--out", required=True, help="output folder")
+    pp.add_argument("--transform", default=None,
+                    help="a SimpleITK transform file mapping the CT to the planning CT (default: register)")
+    pp.add_argument("--expected-seeds", type=int, default=None, help="the number of seeds implanted, if known")
+    pp.set_defaults(func=_cmd_postplan)
+
     ph = sub.add_parser("phantom", help="write the synthetic spine phantom as DICOM CT + RTSTRUCT + NIfTI labels")
     ph.add_argument("out", help="output folder")
     ph.add_argument("--level", default="L3", help="vertebral level of the lesion (default L3)")
@@ -354,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    if args.command in ("demo", "plan", "dose", "export", "view", "robustness"):
+    if args.command in ("demo", "plan", "dose", "export", "view", "robustness", "replan", "postplan"):
         _compile_notice()
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

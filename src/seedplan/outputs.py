@@ -17,7 +17,8 @@ from .io.plan_table import write_plan_summary, write_plan_table_csv
 from .io.volumes import write_volume
 from .plan import plan_structures, save_plan
 
-__all__ = ["output_folder", "write_plan_outputs", "write_metrics", "write_dvh_csv", "metrics_json", "MARKER"]
+__all__ = ["output_folder", "write_plan_outputs", "write_postplan_outputs", "write_metrics", "write_dvh_csv",
+           "metrics_json", "MARKER"]
 
 log = logging.getLogger("seedplan")
 
@@ -164,4 +165,54 @@ def write_plan_outputs(result: Any, out_dir: Path, *, ct: Any = None, structures
         report = write_plan_report(result, ct, shown, out, images={f"3D {k} view": v for k, v in views.items()})
         files.update({(k if k not in files else f"{k}_png"): v for k, v in report.items()})
     log.info("wrote %d files to %s", len(files), out)
+    return files
+
+
+def write_postplan_outputs(plan: Any, case: Any, later_ct: Any, registration: Any, seeds: Any,
+                           record: dict, out_dir: Path) -> dict[str, Path]:
+    """The post-implant dosimetry folder: the plan as delivered and what it delivered, beside the plan.
+
+    Writes ``postplan.json`` (registration, seeds found in planning coordinates, matched, missing and extra
+    seeds, cement), ``delivered_plan.json``, ``metrics.json`` (the plan's layout for the delivered dose, with a
+    ``comparison`` block), ``dose.nrrd``, ``dvh.csv``, ``report.html`` with slice views of the post-operative
+    CT (in the planning frame) under the seeds found, ``registration_check.png`` and ``dicom/`` (RTSTRUCT,
+    RTPLAN and RTDOSE of the delivered dose, on the planning CT).
+    """
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from .imaging.ct import CTImage
+    from .io.dicom import export_plan_dicom
+    from .io.report import write_plan_report
+    from .plan import corrected_dose_metrics, dose_region, evaluate_plan, plan_dose_grid, plan_metrics
+    from .verification import comparison, delivered_plan
+    from .verification._frames import inverse, resample_hu
+
+    out = Path(out_dir)
+    delivered = delivered_plan(plan, seeds)
+    log.info("evaluating the delivered dose")
+    ev = evaluate_plan(delivered, case.structures)
+    corrected = corrected_dose_metrics(delivered, case.ct, case.structures) if delivered.cement is not None else None
+    metrics = plan_metrics(delivered, ev, corrected=corrected)
+    metrics["comparison"] = comparison(plan.results, metrics)
+    delivered = replace(delivered, results=metrics, history={"postplan": record})
+    grid, dose = plan_dose_grid(delivered, case.ct.grid, dose_region(delivered, case.structures, case.ct.grid))
+    files = {
+        "postplan": write_text_atomic(out / "postplan.json", json.dumps(record, indent=1) + "\n"),
+        "delivered_plan": save_plan(delivered, out / "delivered_plan.json"),
+        "metrics": write_metrics(metrics, out / "metrics.json"),
+        "dose": write_volume(grid, dose, out / "dose.nrrd"),
+        "dvh": write_dvh_csv(ev, plan.prescription.dose_Gy, out / "dvh.csv"),
+        "registration_check": registration.check_image(later_ct, case.ct, out / "registration_check.png"),
+    }
+    post = CTImage(case.ct.grid, resample_hu(later_ct, case.ct.grid, inverse(registration.matrix)),
+                   description="post-operative CT in the planning frame")
+    result = SimpleNamespace(plan=delivered, dose_grid=grid, dose_Gy=dose, evaluation=ev)
+    log.info("rendering the slice views over the post-operative CT and report.html")
+    shown = plan_structures(delivered, case.structures)
+    report = write_plan_report(result, post, shown, out)
+    files.update({(k if k not in files else f"{k}_png"): v for k, v in report.items()})
+    log.info("exporting DICOM RT of the delivered dose")
+    dicom = export_plan_dicom(delivered, out / "dicom", ct=case.ct, structures=case.structures, dose=(grid, dose))
+    files.update({f"dicom_{k}": v for k, v in dicom.items()})
     return files

@@ -320,6 +320,45 @@ def _cement_section(plan: Plan) -> str:
     return "".join(out)
 
 
+def _history_section(plan: Plan) -> str:
+    """A re-plan's needles as placed against the plan, or a post-implant check's planned vs delivered dose."""
+    h = plan.history or {}
+    out = []
+    rp = h.get("replan")
+    if rp:
+        nd = rp.get("needles") or {}
+        rows = [(_e(d["needle"]), _num(d.get("tip_error_mm"), 1), _num(d.get("entry_error_mm"), 1),
+                 _num(d.get("angle_deg"), 1), _num(d.get("depth_error_mm"), 1)) for d in nd.get("needles", [])]
+        out.append("<h2>Needles as placed (re-plan)</h2>")
+        out.append(_table(["Needle", "Tip error (mm)", "Entry error (mm)", "Angle (deg)", "Depth error (mm)"], rows))
+        if nd.get("unmatched_planned"):
+            out.append('<div class="alert"><strong>Not found on the CT:</strong> '
+                       + ", ".join(_e(x) for x in nd["unmatched_planned"]) + "</div>")
+        pr = rp.get("planned_results") or {}
+        t = (plan.results or {}).get("target") or {}
+        rows = [(_e(k), _num(pr.get(k), 1), _num(t.get(k), 1)) for k in ("D90_Gy", "V100_pct", "V150_pct", "V200_pct")]
+        out.append(_table(["Target", "Planned", "Re-planned on the placed needles"], rows))
+    pp = h.get("postplan")
+    if pp:
+        s = pp.get("seeds") or {}
+        out.append("<h2>Post-implant check</h2>")
+        out.append(f"<p>{_e(s.get('count'))} seeds found on the post-operative CT; "
+                   f"{len(s.get('matched') or [])} matched to the plan (mean distance {_num(s.get('mean_distance_mm'), 1)} "
+                   f"mm), missing: {_e(s.get('missing') or 'none')}, extra: {_e(s.get('extra') or 'none')}.</p>")
+        comp = (plan.results or {}).get("comparison") or {}
+        rows = [(_e(k), _num(c.get("planned"), 1), _num(c.get("delivered"), 1), _num(c.get("difference"), 1))
+                for k, c in comp.items()]
+        if rows:
+            out.append(_table(["Metric", "Planned", "Delivered", "Difference"], rows))
+        c = pp.get("cement")
+        if c:
+            leaks = ", ".join(f"{_e(lk['site'])} {_num(lk['volume_mL'], 2, 'mL')}" for lk in c.get("leaks") or [])
+            out.append(f"<p>Cement found: {_num(c.get('volume_mL'), 2, 'mL')}, fill {_num(c.get('fill_pct'), 1, '%')}, "
+                       f"max cross-section ratio {_num(c.get('max_cross_section_ratio'), 2)}, endplate contact "
+                       f"{_e(c.get('endplate_contact'))}; leaks: {leaks or 'none'}.</p>")
+    return "".join(out)
+
+
 def _context_section(plan: Plan) -> str:
     """Published figures beside the plan's own (cement distribution, leak and pain factors, prognostic index)."""
     ctx = (plan.results or {}).get("clinical_context")
@@ -433,6 +472,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
     parts.append(_metrics_section(plan))
     parts.append(_plan_table_section(plan))
     parts.append(_cement_section(plan))
+    parts.append(_history_section(plan))
     parts.append(_context_section(plan))
     if images:
         parts.append(_images_section(images))

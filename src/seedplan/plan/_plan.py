@@ -143,6 +143,9 @@ class Plan:
         The optimiser's record (activities tried and their outcome).
     software : mapping
         Name and version of the program that made the plan.
+    history : mapping
+        Where the plan comes from when it is not a first plan: ``"replan"`` (the needles as placed and their
+        deviations, the registration) or ``"postplan"`` (the seeds and cement found on the post-operative CT).
     run : mapping
         When and how fast the plan was made (``created``, ``timings_s``): the only part that
         differs between two runs on the same input.
@@ -164,6 +167,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     optimiser: Mapping[str, Any] = field(default_factory=dict)
     software: Mapping[str, Any] = field(default_factory=dict)
+    history: Mapping[str, Any] = field(default_factory=dict)
     run: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -276,6 +280,7 @@ class Plan:
             "notes": list(self.notes),
             "optimiser": dict(self.optimiser),
             "results": dict(self.results),
+            "history": dict(self.history),
             "run": dict(self.run),
         }
 
@@ -349,7 +354,8 @@ class Plan:
                 needles=tuple(needles), seeds=tuple(seeds), calibration_date=data["calibration_date"],
                 implant_date=data["implant_date"], results=dict(data.get("results") or {}), pvp_needles=tuple(pvp),
                 cement=cement, structures=tuple(structures), options=opts, notes=tuple(notes),
-                optimiser=dict(data.get("optimiser") or {}), software=dict(data.get("software") or {}), run=run,
+                optimiser=dict(data.get("optimiser") or {}), software=dict(data.get("software") or {}),
+                history=dict(data.get("history") or {}), run=run,
             )
         except FileFormatError:
             raise
@@ -363,7 +369,7 @@ _V1_KEYS = {"format", "version", "created", "software", "case", "prescription", 
             "calibration_date", "implant_date", "needles", "pvp_needles", "seeds", "cement", "results"}
 _V2_KEYS = {"format", "version", "software", "case", "prescription", "options", "seed_model", "formalism",
             "calibration_date", "implant_date", "needles", "pvp_needles", "seeds", "cement", "structures", "notes",
-            "optimiser", "results", "run"}
+            "optimiser", "results", "history", "run"}
 
 
 def seed_model_sha256(model: SeedModel | Mapping[str, Any]) -> str:

@@ -21,11 +21,12 @@ from .cement import (
     simulate_cement,
 )
 from .needles import NeedlePlan, SeedSlots, candidate_slots, plan_needles, pvp_needle_paths
-from .planner import PlanningResult, plan_case
+from .planner import PlanningResult, plan_case, replan_on_needles
 from .seeds import Aims, SeedSolution, optimise_seeds, plan_quality
 
 __all__ = [
     "plan_case",
+    "replan_on_needles",
     "PlanningResult",
     "Prescription",
     "PlanningOptions",

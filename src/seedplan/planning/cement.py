@@ -232,8 +232,9 @@ def recommend_cement_volume(
     base = f * (v_vb - cavity)
     raw = base + fl * cavity
     lines.append(
-        f"Fill {100 * f:.1f} % of the non-cavity VB ({v_vb - cavity:.1f} cm3) = {base:.2f} mL (Molloy 2003: 16.2 % "
-        "fill restored strength, 29.8 % stiffness; Nieuwenhuijse 2012: >= 24 % with better pain relief [R/?])."
+        f"Fill {100 * f:.1f} % of the non-cavity VB ({v_vb - cavity:.1f} cm3) = {base:.2f} mL (Molloy et al., Spine "
+        "2003: 16.2 % fill restored strength, 29.8 % stiffness; Nieuwenhuijse et al., Spine 2012: >= 24 % with better "
+        "pain relief)."
     )
     if cavity and fl > 0:
         lines.append(f"Plus {fl:.0%} of the lytic cavity ({cavity:.1f} cm3) = {fl * cavity:.2f} mL; total {raw:.2f} mL.")

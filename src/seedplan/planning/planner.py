@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -66,6 +67,7 @@ from ..imaging.ct import CTImage
 from ..imaging.structures import Role, Structure, StructureSet
 from ..plan import (
     Goal,
+    PlanCement,
     Needle,
     NeedleConstraints,
     Plan,
@@ -76,6 +78,7 @@ from ..plan import (
     dose_region,
     evaluate_plan,
     organs_outside_grid,
+    plan_structures,
     plan_dose_grid,
     plan_metrics,
 )
@@ -84,7 +87,7 @@ from .cement import CEMENT_MODELS, CementPlan, level_from_name, plan_cement
 from .needles import NeedlePlan, SeedSlots, access_constraints, candidate_slots, plan_needles, pvp_needle_paths
 from .seeds import Aims, SeedSolution, optimise_seeds
 
-__all__ = ["plan_case", "PlanningResult", "COVERAGE_MARGIN", "seed_conflicts", "aims_for"]
+__all__ = ["plan_case", "replan_on_needles", "PlanningResult", "COVERAGE_MARGIN", "seed_conflicts", "aims_for"]
 
 log = logging.getLogger("seedplan")
 
@@ -136,6 +139,8 @@ class _Context:
     needle_plan: NeedlePlan | None = None
     pvp: tuple[Needle, ...] = ()
     cement: CementPlan | None = None
+    stored_cement: PlanCement | None = None  # a re-plan keeps the planned cement as it was stored
+    activities_mCi: tuple[float, ...] | None = None  # a re-plan keeps the ordered activity
     slots: SeedSlots | None = None
     solution: SeedSolution | None = None
     # the plan and its dose
@@ -368,6 +373,8 @@ def _slots(c: _Context) -> None:
         exclude |= _near(canal, grid, presc.min_seed_canal_distance_mm, strict=True)
     if c.cement is not None and c.cement.radiopaque:
         exclude |= _near(c.cement.result.mask, grid, c.opt.cement_seed_margin_mm)
+    elif c.stored_cement is not None and c.stored_cement.radiopaque:
+        exclude |= _near(c.stored_cement.mask_on(grid), grid, c.opt.cement_seed_margin_mm)
     step = max(5.0, presc.seed_spacing_mm / 2.0)
     c.slots = candidate_slots(c.needle_plan.needles, grid, region, step, exclude=exclude)
     if len(c.slots) == 0:
@@ -403,6 +410,7 @@ def _seeds(c: _Context) -> None:
     sol = optimise_seeds(
         A_t, w_t, aims, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
         activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts, rng=np.random.default_rng(opt.rng_seed),
+        activities_mCi=c.activities_mCi,
     )
     if sol.n_seeds == 0:
         raise PlanningError("the optimiser placed no seed; check the target and the needle paths")
@@ -443,7 +451,7 @@ def _plan(c: _Context) -> None:
         calibration_date=c.calibration_date,
         implant_date=c.implant_date,
         pvp_needles=c.pvp,
-        cement=None if c.cement is None else c.cement.as_plan_cement(c.grid),
+        cement=c.cement.as_plan_cement(c.grid) if c.cement is not None else c.stored_cement,
         structures=c.derived,
         options=c.opt,
         notes=tuple(c.notes),
@@ -537,3 +545,90 @@ def plan_case(
         run["cement_simulation_time_s"] = round(c.cement.result.elapsed_s, 3)
     plan = replace(c.plan, run=run)
     return PlanningResult(plan, c.needle_plan, c.solution, c.dose_grid, c.dose_Gy, c.evaluation, c.timings, c.cement)
+
+
+# ================================================================================ re-plan
+def replan_on_needles(
+    plan: Plan,
+    ct: CTImage,
+    structures: StructureSet,
+    needles: Sequence[Needle | None],
+    *,
+    pvp_needles: Sequence[Needle] | None = None,
+    activity_mCi: float | None = None,
+    case_reference: Mapping[str, Any] | None = None,
+) -> PlanningResult:
+    """Re-optimise the seeds of ``plan`` along the needles actually placed (the CT room's re-plan).
+
+    Parameters
+    ----------
+    plan : Plan
+        The plan the needles were placed for (its prescription, options, seed model, dates and cement are kept).
+    ct, structures : CTImage, StructureSet
+        The planning CT and the case's structures (the plan's derived structures are added).
+    needles : sequence of Needle or None
+        The seed needles as placed, in the planning frame, one per planned needle in plan order
+        (:meth:`seedplan.verification.NeedleVerification.actual_needles`); None for a needle not found.
+    pvp_needles : sequence of Needle, optional
+        The vertebroplasty needles as placed (default: the planned ones).
+    activity_mCi : float, optional
+        The seed activity; default the plan's (the seeds are already ordered).  ``0`` or None keeps it.
+
+    Returns
+    -------
+    PlanningResult
+        The new plan's notes say which planned needles were missing and how the seeds moved; goals the
+        placed needles cannot meet are named in its failed goals.
+    """
+    if not isinstance(plan, Plan):
+        raise InputTypeError(f"replan_on_needles: plan must be a Plan, got {type(plan).__name__}")
+    if plan.n_seeds == 0:
+        raise InputError("the plan has no seeds: there is nothing to re-plan")
+    placed = [(k, n) for k, n in enumerate(needles, start=1) if n is not None]
+    if not placed:
+        raise PlanningError("none of the planned needles was found on the CT: no seed can be placed")
+    opt = plan.options or PlanningOptions()
+    activity = float(activity_mCi) if activity_mCi else float(plan.seeds[0].activity_mCi)
+    t0 = time.perf_counter()
+    c = _Context(ct, plan_structures(plan, structures), plan.prescription, opt, plan.seed_model,
+                 dict(case_reference or plan.case), calibration_date=plan.calibration_date,
+                 implant_date=plan.implant_date)
+    c.stored_cement, c.activities_mCi = plan.cement, (round(activity, 3),)
+    c.pvp = tuple(pvp_needles) if pvp_needles is not None else plan.pvp_needles
+    missing = [Plan.needle_name(k) for k, n in enumerate(needles, start=1) if n is None]
+    if missing:
+        c.notes.append(f"re-plan: needle(s) {', '.join(missing)} not found on the CT; their seeds go to the others")
+    c.notes.append(f"re-plan on the {len(placed)} needles placed (of {len(needles)} planned), "
+                   f"{activity:.3f} mCi seeds as ordered")
+    steps = (_anatomy, _set_needles(tuple(n for _k, n in placed)), _slots, _seeds, _plan, _dose, _evaluation)
+    for step in steps:
+        t = time.perf_counter()
+        step(c)
+        c.timings[step.__name__.lstrip("_")] = round(time.perf_counter() - t, 3)
+    c.timings["total"] = round(time.perf_counter() - t0, 3)
+    entries = {tuple(n.entry_mm): k for k, n in placed}
+    names = [(Plan.needle_name(j), Plan.needle_name(entries.get(tuple(n.entry_mm), 0)))
+             for j, n in enumerate(c.plan.needles, start=1)]
+    if any(a != b for a, b in names):
+        c.plan = replace(c.plan, notes=c.plan.notes + (
+            "re-plan needle names: " + ", ".join(f"{a} = planned {b}" for a, b in names),))
+    before = plan.n_seeds
+    c.plan = replace(c.plan, notes=c.plan.notes + (
+        f"re-plan: {c.plan.n_seeds} seeds (planned {before}); target D90 "
+        f"{c.plan.results['target']['D90_Gy']:.1f} Gy (planned {plan.results.get('target', {}).get('D90_Gy', float('nan')):.1f})",),
+        run={"created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+             "timings_s": dict(c.timings), "replanned_from": plan.run.get("created", "")})
+    c.plan = c.plan.with_results(plan_metrics(c.plan, c.evaluation, corrected=c.plan.results.get("heterogeneity")))
+    return PlanningResult(c.plan, c.needle_plan, c.solution, c.dose_grid, c.dose_Gy, c.evaluation, c.timings, None)
+
+
+def _set_needles(needles: tuple[Needle, ...]):
+    """A step that puts the given needles in place of the needle planner's."""
+
+    def _needles_placed(c: _Context) -> None:  # noqa: D401 - a planning step
+        c.level = _treated_level(c.structures, c.target)
+        c.constraints = c.opt.needle_constraints
+        c.needle_plan = NeedlePlan(tuple(replace(n, kind="seed") for n in needles), (), "placed", math.nan,
+                                   len(needles), len(needles))
+
+    return _needles_placed

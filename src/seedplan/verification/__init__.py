@@ -10,6 +10,8 @@
   matched to the plan: pairs, missing, extra (:func:`verify_seeds`);
 * :mod:`~seedplan.verification.cement`: the radiopaque cement on the post-operative CT, its volume, fill,
   cross-section, endplate contact and leaks by site (:func:`verify_cement`);
+* :mod:`~seedplan.verification.postplan`: the plan as delivered (:func:`delivered_plan`) and planned vs
+  delivered (:func:`comparison`);
 * :mod:`~seedplan.verification.synthetic`: synthetic intra- and post-operative CTs of a plan with known truth
   (:func:`synthetic_ct`).
 
@@ -39,6 +41,7 @@ from .registration import (
     register_ct,
     registration_from_matrix,
 )
+from .postplan import comparison, delivered_plan, postplan_record
 from .seeds import DetectedSeed, SeedDetection, SeedPair, SeedVerification, detect_seeds, match_seeds, verify_seeds
 from .synthetic import JI_2021, NO_ERRORS, NeedleErrorModel, SyntheticCT, SyntheticTruth, rigid_motion, synthetic_ct
 
@@ -74,4 +77,7 @@ __all__ = [
     "SyntheticTruth",
     "synthetic_ct",
     "rigid_motion",
+    "delivered_plan",
+    "comparison",
+    "postplan_record",
 ]

@@ -518,7 +518,8 @@ def _needle_ends(hu: np.ndarray, grid: Grid, depth: np.ndarray, c: np.ndarray, u
     crossings = []
     for off in (3.5 * e1, -3.5 * e1, 3.5 * e2, -3.5 * e2):
         ijk = grid.world_to_index(tip + off + ss[:, None] * d)
-        h = ndimage.map_coordinates(hu, ijk[:, ::-1].T, order=1, mode="constant", cval=-1024.0)
+        # beyond the image is not air: the body may go on (a CT cropped to the region), so no skin is found there
+        h = ndimage.map_coordinates(hu, ijk[:, ::-1].T, order=1, mode="constant", cval=1e6)
         tissue = h > body_hu
         leave = np.nonzero(tissue[:-1] & ~tissue[1:])[0]
         if len(leave):

@@ -51,18 +51,19 @@ def test_summary_and_scenario_zero(planned, prepared, threads_client):
     r = run_robustness(plan, case.structures, RobustnessOptions(scenarios=16, seed=1), client=threads_client,
                        problem=prepared)
     assert r.n_scenarios == 16 and r.values.shape == (17, len(r.columns))
-    assert r.nominal_differences == ()                     # scenario 0 is the stored plan, exactly
+    assert r.nominal_differences == ()                     # scenario 0 is the stored plan (to rounding)
     d = r.to_dict()
     assert d["nominal_matches_plan_results"] is True and d["robustness"]["scenarios"] == 16
     d90 = next(m for m in d["metrics"] if m["metric"] == "D90_Gy")
     x = r.column(d90["structure"], "D90_Gy")[1:]
-    assert d90["nominal"] == plan.results["target"]["D90_Gy"]
+    assert d90["nominal"] == pytest.approx(plan.results["target"]["D90_Gy"], rel=1e-6)
     assert d90["mean"] == pytest.approx(np.mean(x)) and d90["p50"] == pytest.approx(np.median(x))
     assert d90["p5"] <= d90["p50"] <= d90["p95"]
     labels = [g["goal"] for g in d["goals"]]
     assert labels == [g["goal"] for g in plan.results["goals"]]       # the plan's own goals
     for g, stored in zip(d["goals"], plan.results["goals"]):
-        assert g["nominal_passed"] == stored["passed"] and g["nominal_value"] == stored["value"]
+        assert g["nominal_passed"] == stored["passed"]
+        assert g["nominal_value"] == pytest.approx(stored["value"], rel=1e-4)
         col = r.column(g["structure"], g["metric"])[1:]
         met = col >= g["limit"] if g["comparison"] == ">=" else col <= g["limit"]
         assert g["probability"] == pytest.approx(met.mean())

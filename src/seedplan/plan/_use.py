@@ -16,7 +16,7 @@ import numpy as np
 from ..dose import total_dose, total_dose_grid
 from ..errors import InputError
 from ..evaluation.dvh import DVH
-from ..evaluation.metrics import Evaluation, evaluate
+from ..evaluation.metrics import Evaluation, SamplingOptions, evaluate
 from ..evaluation.radiobiology import bed_permanent_Gy, eqd2_Gy
 from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
@@ -148,10 +148,12 @@ def plan_dose_at(plan: Plan) -> Callable[[np.ndarray], np.ndarray]:
     return dose_at
 
 
-def evaluate_plan(plan: Plan, structures: StructureSet) -> Evaluation:
+def evaluate_plan(plan: Plan, structures: StructureSet, *, sampling: SamplingOptions | None = None) -> Evaluation:
     """Evaluate the plan's dose on its target, organs at risk and vertebral body (fine sampling).
 
     ``structures`` are the case's; the plan's derived structures are added (:func:`plan_structures`).
+    ``sampling`` defaults to :class:`~seedplan.evaluation.SamplingOptions` (adaptive); pass
+    ``SamplingOptions(adaptive=False)`` for the exact (reference) evaluation.
     """
     structures = plan_structures(plan, structures)
     keep = [s for s in structures.values() if s.role in EVALUATED_ROLES and not s.is_empty]
@@ -164,6 +166,7 @@ def evaluate_plan(plan: Plan, structures: StructureSet) -> Evaluation:
         include_points_mm=plan.positions_mm,
         alpha_beta_oar_Gy=plan.prescription.alpha_beta_cord_Gy,
         repair_half_time_h=plan.prescription.repair_half_time_h,
+        sampling=sampling,
     )
 
 

@@ -204,13 +204,19 @@ def _stored(plan: Plan, c: MetricColumn) -> Any:
     return None if not isinstance(block, Mapping) else block.get(c.metric)
 
 
+#: Scenario 0 is the exact evaluation; the plan's stored results are the adaptive one (V_x and D_x equal to
+#: rounding, Dmean to ~1e-4, :mod:`seedplan.evaluation._adaptive`).  A larger difference means the plan or
+#: its case changed since the plan was evaluated.
+NOMINAL_RTOL = 1e-3
+
+
 def _nominal_differences(plan: Plan, columns: tuple[MetricColumn, ...], nominal: np.ndarray) -> tuple[str, ...] | None:
     if not plan.results or not plan.results.get("target"):
         return None
     out = []
     for c, x in zip(columns, nominal):
         stored = _stored(plan, c)
-        if stored is None or float(stored) != float(x):
+        if stored is None or not np.isclose(float(x), float(stored), rtol=NOMINAL_RTOL, atol=1e-9):
             out.append(f"{c.label}: scenario 0 {float(x)!r}, plan {stored!r}")
     return tuple(out)
 

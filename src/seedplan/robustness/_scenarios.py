@@ -31,7 +31,8 @@ coordinate exactly as planned.
 
 Metrics
 -------
-The same samples and statistics as :func:`seedplan.plan.evaluate_plan`: the
+The same samples and statistics as the exact evaluation of
+:func:`seedplan.plan.evaluate_plan` (``SamplingOptions(adaptive=False)``): the
 structures are sampled once per run with
 :class:`~seedplan.evaluation.sampling.MaskSampler` and the default
 :class:`~seedplan.evaluation.SamplingOptions`, the dose at the samples is
@@ -43,7 +44,8 @@ depend on the order of the doses: the sample at which it reaches a volume has
 a fixed rank (found once with :func:`~seedplan.evaluation.dvh.dose_covering`),
 and D_x is the dose of that rank, found by selection instead of a full sort.
 V_y counts the samples at or above a dose.  Scenario 0 therefore reproduces
-the plan's stored results bit for bit.
+the exact evaluation of the plan bit for bit, and the plan's stored results
+(the adaptive evaluation) to rounding (Dmean to ~1e-4).
 
 An organ's D_v cc needs only its hottest samples.  Its samples are grouped
 into 2 mm cells nested in 8 mm cells, each with the bounding box of its

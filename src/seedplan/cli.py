@@ -9,12 +9,13 @@ as one line on stderr with exit code 2; nothing prints a traceback unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import SeedplanError
 
@@ -27,10 +28,16 @@ class _OneLine(logging.Formatter):
         return f"[seedplan] {text}" if record.levelno < logging.WARNING else f"seedplan: warning: {text}"
 
 
-def _setup_logging(verbose: bool) -> None:
-    """Progress on stderr, one line per message; Python warnings become one logged line each."""
+@contextlib.contextmanager
+def _command_logging(verbose: bool) -> Iterator[None]:
+    """Progress on stderr, one line per message; Python warnings become one logged line each.
+
+    The logger and ``warnings.showwarning`` are restored on exit, so calling :func:`main` in-process
+    (tests, notebooks) leaves the caller's logging as it was.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
+    saved = (list(log.handlers), log.level, log.propagate, warnings.showwarning)
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose or os.environ.get("SEEDPLAN_DEBUG") else logging.INFO)
     log.propagate = False
@@ -39,6 +46,10 @@ def _setup_logging(verbose: bool) -> None:
         log.warning("%s", message)
 
     warnings.showwarning = show
+    try:
+        yield
+    finally:
+        log.handlers[:], log.level, log.propagate, warnings.showwarning = saved
 
 
 def _compile_notice() -> None:
@@ -483,7 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seedplan`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    with _command_logging(args.verbose):
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command; a :class:`SeedplanError` or OS error becomes one line and exit code 2."""
     if args.command in ("demo", "plan", "dose", "export", "view", "robustness", "replan", "postplan"):
         _compile_notice()
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)

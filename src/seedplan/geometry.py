@@ -152,6 +152,16 @@ class Grid:
         ijk = np.stack([i, j, k], axis=-1).astype(float)
         return self.index_to_world(ijk)
 
+    def ball_mask(self, center_mm: Any, radius_mm: float) -> np.ndarray:
+        """Voxels whose centres lie within ``radius_mm`` of ``center_mm``, shape ``(nz, ny, nx)``.
+
+        Separable (the direction is orthonormal, so distances are those of the index axes scaled by the
+        spacing): no ``(nz, ny, nx, 3)`` array of voxel centres is made.
+        """
+        c = (np.asarray(center_mm, dtype=float) - self.origin) @ self.direction_matrix  # mm along the index axes
+        di, dj, dk = ((np.arange(n) * s - cc) ** 2 for n, s, cc in zip(self.size, self.spacing, c))
+        return (dk[:, None, None] + dj[None, :, None] + di[None, None, :]) <= float(radius_mm) ** 2
+
     def contains(self, points_mm: Any, *, margin_voxels: float = 0.5) -> np.ndarray:
         """True where world points lie inside the grid's voxel extent."""
         idx = self.world_to_index(points_mm)

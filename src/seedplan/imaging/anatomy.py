@@ -327,11 +327,18 @@ def air_regions(
         if not (np.isfinite(val) and val >= 0):
             raise InputError(f"air_regions: {label} must be >= 0, got {val!r}")
     sp_yx, px_area, _ = _inplane(g)
-    inner = bmask
-    if skin_margin_mm > 0:
+    air = bmask & (np.asarray(ct.hu) < threshold_hu)
+    if skin_margin_mm > 0 and air.any():
+        # the skin margin: the body eroded in-plane, only around the air candidates (the erosion of a whole
+        # CT's body costs more than the rest of the derivation)
         disk = _disk_px(skin_margin_mm, sp_yx)
-        inner = ndimage.binary_erosion(bmask, structure=disk[None], border_value=1)
-    air = inner & (np.asarray(ct.hu) < threshold_hu)
+        idx = np.argwhere(air)
+        pad = np.array([0, disk.shape[0] // 2 + 1, disk.shape[1] // 2 + 1])
+        lo, hi = np.maximum(idx.min(0) - pad, 0), np.minimum(idx.max(0) + pad + 1, air.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        inner = np.zeros_like(air)
+        inner[box] = ndimage.binary_erosion(bmask[box], structure=disk[None], border_value=1)
+        air &= inner
     max_hole_px = max_hole_cm2 * 100.0 / px_area
 
     def fill_small(m: np.ndarray) -> np.ndarray:

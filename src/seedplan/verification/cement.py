@@ -341,7 +341,7 @@ def verify_cement(
     # ------------------------------------------------------------------ cement
     metal = hu >= metal_hu
     if metal.any():
-        zone = ndimage.binary_dilation(metal, structure=fr.ball(2.0, sp))
+        zone = fr.dilate(metal, 2.0, sp)
         opened = fr.grey_opening(hu, fr.box_size(7.0, sp))
         hu_c = np.where(zone, opened, hu)
     else:

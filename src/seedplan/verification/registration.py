@@ -342,14 +342,6 @@ def _sitk_image(hu: np.ndarray, grid: Grid, lo: float, hi: float) -> Any:
     return grid.to_sitk(np.clip(np.asarray(hu, dtype=np.float32), lo, hi))
 
 
-def _dilate(mask: np.ndarray, radius_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    if not mask.any():
-        return mask
-    return ndimage.binary_dilation(mask, structure=fr.ball(radius_mm, spacing_zyx))
-
-
 def _bone_agreement(planning_hu: np.ndarray, fixed_grid: Grid, later_ct: CTImage, plan_to_later: np.ndarray,
                     roi: np.ndarray, exclude: np.ndarray, bone_hu: float, dense_hu: float) -> tuple[float, float]:
     """(bone Dice inside the region of interest, fraction of the region the later CT covers)."""
@@ -357,7 +349,7 @@ def _bone_agreement(planning_hu: np.ndarray, fixed_grid: Grid, later_ct: CTImage
     later = fr.resample_hu(later_ct, fixed_grid, plan_to_later, default_hu=sentinel)
     valid = later > sentinel / 2
     sp = np.asarray(fixed_grid.spacing_mm)[::-1]
-    region = roi & valid & ~exclude & ~_dilate(later >= dense_hu, 3.0, sp)
+    region = roi & valid & ~exclude & ~fr.dilate(later >= dense_hu, 3.0, sp)
     coverage = float((roi & valid).sum() / max(int(roi.sum()), 1))
     a = (planning_hu >= bone_hu) & region
     b = (later >= bone_hu) & region
@@ -380,7 +372,7 @@ def register_ct(
     max_translation_mm: float = 60.0,
     min_bone_dice: float = 0.6,
     max_iterations: int = 300,
-    sampling: float = 0.25,
+    sampling: float = 0.15,
 ) -> Registration:
     """Rigidly register a later CT to the planning CT around the treated region.
 
@@ -448,15 +440,13 @@ def register_ct(
                                 "lies outside the planning CT") from None
     fhu = np.asarray(planning_ct.hu[fsl], dtype=np.float32)
     fsp = np.asarray(fgrid.spacing_mm)[::-1]
-    pts = fgrid.voxel_centers_mm()
-    roi = np.sum((pts - centre) ** 2, axis=-1) <= roi_radius_mm ** 2
-    del pts
+    roi = fgrid.ball_mask(centre, roi_radius_mm)
     exclude = np.zeros(fgrid.shape, bool)
     if plan is not None and getattr(plan, "cement", None) is not None:
         same = plan.cement.grid.same_geometry(planning_ct.grid)
         cm = plan.cement.mask[fsl] if same else plan.cement.mask_on(fgrid)
-        exclude = _dilate(np.asarray(cm, bool), 5.0, fsp)
-    fmask = roi & _dilate(fhu >= bone_hu, 3.0, fsp) & ~exclude
+        exclude = fr.dilate(np.asarray(cm, bool), 5.0, fsp)
+    fmask = roi & fr.dilate(fhu >= bone_hu, 3.0, fsp) & ~exclude
     if fmask.sum() < 500:
         raise RegistrationError(f"the planning CT has almost no bone (HU >= {bone_hu:g}) within {roi_radius_mm:g} mm "
                                 "of "
@@ -464,14 +454,18 @@ def register_ct(
                                 "(center_mm) or pass a transform")
     fixed = _sitk_image(fhu, fgrid, -300.0, dense_hu)
     fixed_mask = fgrid.to_sitk(fmask.astype(np.uint8))
+    # the starts are ranked on a ~2 mm fixed grid: the metric's set-up visits every fixed voxel
+    k = max(1, int(round(2.0 / float(min(fgrid.spacing_mm)))))
+    cgrid = Grid(fgrid.origin_mm, np.asarray(fgrid.spacing_mm) * k, np.asarray(fhu[::k, ::k, ::k].shape)[::-1],
+                 fgrid.direction_matrix)
+    coarse = _sitk_image(fhu[::k, ::k, ::k], cgrid, -300.0, dense_hu)
+    coarse_mask = cgrid.to_sitk(fmask[::k, ::k, ::k].astype(np.uint8))
 
     # ---------------------------------------------------------------- moving: the later CT, dense voxels masked
     lhu = np.asarray(later_ct.hu, dtype=np.float32)
     lsp = np.asarray(later_ct.grid.spacing_mm)[::-1]
     dense = lhu >= dense_hu
-    mmask = ~_dilate(dense, 3.0, lsp)
-    moving = _sitk_image(lhu, later_ct.grid, -300.0, dense_hu)
-    moving_mask = later_ct.grid.to_sitk(mmask.astype(np.uint8))
+    mmask = ~fr.dilate(dense, 3.0, lsp)
 
     # ---------------------------------------------------------------- candidates (planning -> later)
     candidates: list[tuple[str, np.ndarray]] = []
@@ -491,13 +485,11 @@ def register_ct(
                 t[:3, 3] += m[:3, :3] @ shift
                 candidates.append((f"bone correlation from {name}", t))
 
-    def method(levels: bool) -> Any:
+    def method(levels: bool, fraction: float) -> Any:
         r = sitk.ImageRegistrationMethod()
         r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
         r.SetMetricSamplingStrategy(r.REGULAR)
-        r.SetMetricSamplingPercentage(sampling, 1)
-        r.SetMetricFixedMask(fixed_mask)
-        r.SetMetricMovingMask(moving_mask)
+        r.SetMetricSamplingPercentage(fraction, 1)
         # gradients where sampled, not filtered over the whole (large) later CT
         r.MetricUseFixedImageGradientFilterOff()
         r.MetricUseMovingImageGradientFilterOff()
@@ -526,12 +518,26 @@ def register_ct(
         tx.SetTranslation(tuple(float(x) for x in m[:3, 3] - centre + m[:3, :3] @ centre))
         return tx
 
+    def moving_near(m: np.ndarray) -> tuple[Any, Any]:
+        """The later CT (and its mask) around where the region lands under ``m`` (planning -> later): the metric's
+        set-up and the pyramid cost in proportion to the moving image, and the whole later CT costs more than the
+        fit."""
+        reach = roi_radius_mm + 10.0 + 30.0
+        try:
+            mgrid, msl = fr.crop_grid(later_ct.grid, centre - reach, centre + reach, frame_to_grid=m)
+        except GeometryError:
+            mgrid, msl = later_ct.grid, (slice(None),) * 3
+        return _sitk_image(lhu[msl], mgrid, -300.0, dense_hu), mgrid.to_sitk(mmask[msl].astype(np.uint8))
+
     scored = []
     for name, m in candidates:
-        r = method(False)
+        r = method(False, min(1.0, 4.0 * sampling))
+        r.SetMetricFixedMask(coarse_mask)
         r.SetInitialTransform(euler(m), inPlace=False)
+        mov, mov_mask = moving_near(m)
+        r.SetMetricMovingMask(mov_mask)
         try:
-            value = float(r.MetricEvaluate(fixed, moving))
+            value = float(r.MetricEvaluate(coarse, mov))
         except RuntimeError:
             continue
         if np.isfinite(value):
@@ -545,16 +551,10 @@ def register_ct(
     _, init_name, init_m = scored[0]
     log.info("registration: initialisation %s (metric %s)", init_name, ", ".join(f"{n} {s:.4f}" for s, n, _ in scored))
 
-    # the later CT around where the region lands (the pyramid of a whole CT costs more than the fit)
-    try:
-        reach = roi_radius_mm + 10.0 + 30.0
-        _, msl = fr.crop_grid(later_ct.grid, centre - reach, centre + reach, frame_to_grid=init_m)
-        mgrid = fr.crop_grid(later_ct.grid, centre - reach, centre + reach, frame_to_grid=init_m)[0]
-        moving = _sitk_image(lhu[msl], mgrid, -300.0, dense_hu)
-        moving_mask = mgrid.to_sitk(mmask[msl].astype(np.uint8))
-    except GeometryError:
-        pass
-    r = method(True)
+    moving, moving_mask = moving_near(init_m)
+    r = method(True, sampling)
+    r.SetMetricFixedMask(fixed_mask)
+    r.SetMetricMovingMask(moving_mask)
     r.SetInitialTransform(euler(init_m), inPlace=False)
     count = [0]
     r.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
@@ -640,8 +640,7 @@ def registration_from_matrix(matrix: Any, *, maps: str = "later_to_planning", la
         fgrid, fsl = fr.crop_grid(planning_ct.grid, centre - roi_radius_mm, centre + roi_radius_mm)
     except GeometryError:
         raise RegistrationError("the region of interest lies outside the planning CT") from None
-    pts = fgrid.voxel_centers_mm()
-    roi = np.sum((pts - centre) ** 2, axis=-1) <= roi_radius_mm ** 2
+    roi = fgrid.ball_mask(centre, roi_radius_mm)
     dice, coverage = _bone_agreement(np.asarray(planning_ct.hu[fsl], np.float32), fgrid, later_ct, fr.inverse(m), roi,
                                      np.zeros(fgrid.shape, bool), bone_hu, dense_hu)
     problems = []

@@ -552,7 +552,7 @@ def detect_seeds(
     core = hu >= metal_hu
     # a seed's blob is its saturated core and the bloom around it: bright bone or cement edges farther from a
     # metal core than halo_mm (thin cortex, corners the opening cut) never join it
-    near = ndimage.binary_dilation(core, structure=fr.ball(halo_mm, sp))
+    near = fr.dilate(core, halo_mm, sp)
     blob = (excess >= excess_hu) & near
     lab, n = ndimage.label(blob, structure=np.ones((3, 3, 3), bool))
     peaks = ndimage.maximum(hu, lab, index=np.arange(1, n + 1)) if n else np.zeros(0)

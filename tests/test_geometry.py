@@ -1,0 +1,37 @@
+"""Grid geometry: the separable ball mask and the verification dilation against their brute-force definitions."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from seedplan.geometry import Grid
+from seedplan.verification import _frames as fr
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 0.0), (10.0, 20.0, 30.0), (0.0, 0.0, 180.0)])
+def test_ball_mask_is_the_voxels_within_the_radius(angles):
+    direction = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    grid = Grid(np.array([-5.0, 3.0, 7.0]), np.array([0.7, 1.1, 2.5]), np.array([30, 40, 20]), direction)
+    centre = grid.index_to_world([12.0, 17.0, 8.0]) + 0.3
+    brute = np.sum((grid.voxel_centers_mm() - centre) ** 2, axis=-1) <= 9.0 ** 2
+    np.testing.assert_array_equal(grid.ball_mask(centre, 9.0), brute)
+
+
+def test_ball_mask_volume_is_the_sphere_volume():
+    grid = Grid(np.zeros(3), np.full(3, 0.5), np.array([80, 80, 80]), np.eye(3))
+    r = 15.0
+    volume_mm3 = grid.ball_mask((20.0, 20.0, 20.0), r).sum() * 0.125
+    assert volume_mm3 == pytest.approx(4.0 / 3.0 * np.pi * r ** 3, rel=0.01)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.8, 0.8), (2.5, 0.7, 1.1)])
+@pytest.mark.parametrize("radius_mm", [1.0, 2.0, 3.0, 5.0])
+def test_dilate_matches_the_ball_dilation(spacing, radius_mm):
+    rng = np.random.default_rng(1)
+    mask = rng.random((30, 40, 50)) > 0.995
+    mask[0, 3, 4] = mask[-1, -1, -1] = True  # reaching the edges
+    sp = np.asarray(spacing)
+    expected = ndimage.binary_dilation(mask, structure=fr.ball(radius_mm, sp))
+    np.testing.assert_array_equal(fr.dilate(mask, radius_mm, sp), expected)
+    assert not fr.dilate(np.zeros((4, 4, 4), bool), radius_mm, sp).any()

@@ -142,6 +142,10 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(demo_dir, tmp_path):
         (("plan", str(absurd)), "dose"),
         (("plan", str(activity)), "activity"),
         (("dose", str(demo_dir / "metrics.json")), "not a seedplan plan"),
+        (("demo", "--level", "L3,S1", "--out", str(tmp_path / "gap")), "not adjacent"),
+        (("demo", "--level", "S4", "--out", str(tmp_path / "s4")), "outside the phantom"),
+        (("demo", "--level", "L9", "--out", str(tmp_path / "l9")), "unknown level"),
+        (("demo", "--level", "S2", "--lesion-diameter-mm", "80", "--out", str(tmp_path / "big")), "larger than"),
     ]
     for name, planning, word in (("cement_big", {"cement_volume_mL": 60}, "volume_mL=60 exceeds what the vertebral body"),
                                  ("cement_gold", {"cement_material": "gold"}, "cement material 'gold' is unknown"),

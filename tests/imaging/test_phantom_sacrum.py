@@ -397,6 +397,8 @@ def test_several_levels():
         (dict(level="S4"), "outside the phantom"),
         (dict(level="T5"), "outside the phantom"),
         (dict(level="L5,L5"), "twice"),
+        (dict(level="L3,S1"), "not adjacent"),
+        (dict(level="L4,S1,L5,S3"), "not adjacent"),
         (dict(level=" , "), "empty"),
         (dict(level=5), "level must be a string"),
         (dict(level="S2", lesion_diameter_mm=45), "larger than the S2 body width"),

@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import GeometryError, InputError, InputTypeError, ResourceError, SeedplanError
 from ..geometry import Grid
+from ..imaging.structures import COMBINED_TARGET
 from ._adaptive import adaptive_dvh
 from ._adaptive import reference_volumes as adaptive_reference_volumes
 from .dvh import DVH
@@ -538,7 +539,7 @@ def evaluate(
                 "V100_pct": dvh.V(pd),
                 "V150_pct": dvh.V(1.5 * pd),
             }
-    if len(metrics["targets"]) > 1:
+    if len(metrics["targets"]) > 1 and metrics["target"]["name"] != COMBINED_TARGET:
         warnings.append(
             f"{len(metrics['targets'])} targets; 'target' holds the first ({metrics['target']['name']!r}), "
             "all are under 'targets'"

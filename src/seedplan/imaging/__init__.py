@@ -21,6 +21,7 @@ from .ct import CTImage, deterministic_uid, load_ct, write_ct_image
 from .phantom import LEVELS, SpinePhantom, make_spine_phantom, vertebra_dimensions
 from .segmentation import bone_masks, connected_components, dice, spinal_canal, vertebral_body_near
 from .structures import (
+    COMBINED_TARGET,
     Role,
     Structure,
     StructureNotFoundError,
@@ -39,6 +40,7 @@ __all__ = [
     "load_ct",
     "write_ct_image",
     "deterministic_uid",
+    "COMBINED_TARGET",
     "Role",
     "Structure",
     "StructureSet",

@@ -519,6 +519,11 @@ def _parse_levels(level: Any, include_thoracic: bool) -> tuple[str, ...]:
         if lv in out:
             raise InputError(f"level {p!r} is given twice in {level!r}; give each level once")
         out.append(lv)
+    if len(out) > 1:  # several levels are one implant: adjacent vertebrae
+        pos = sorted(LEVELS.index(lv) for lv in out)
+        if pos != list(range(pos[0], pos[0] + len(pos))):
+            raise InputError(f"levels {', '.join(out)} are not adjacent; several levels are planned as one implant of "
+                             "adjacent vertebrae (e.g. 'L5,S1' or 'L4,L5,S1'): plan separate levels separately")
     return tuple(out)
 
 

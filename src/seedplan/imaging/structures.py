@@ -27,6 +27,7 @@ from ..geometry import Grid
 from .ct import CTImage
 
 __all__ = [
+    "COMBINED_TARGET",
     "Role",
     "Structure",
     "StructureSet",
@@ -38,6 +39,10 @@ __all__ = [
     "write_label_map",
     "rasterize_polygons",
 ]
+
+#: Name of the union of the targets of a multi-level plan (several lesions planned as one implant): the
+#: plan's ``metrics["target"]``; each level's target keeps its own block under ``metrics["targets"]``.
+COMBINED_TARGET = "all_targets"
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -442,6 +447,13 @@ class StructureSet(Mapping[str, Structure]):
         """All structures with ``role`` (in insertion order)."""
         r = _coerce_role(role, "StructureSet.by_role")
         return tuple(s for s in self._items.values() if s.role is r)
+
+    @property
+    def targets(self) -> tuple[Structure, ...]:
+        """The targets: the combined target of a multi-level plan (:data:`COMBINED_TARGET`) first, then each
+        level's, in insertion order."""
+        found = self.by_role(Role.TARGET)
+        return tuple(sorted(found, key=lambda x: x.name != COMBINED_TARGET))
 
     def first(self, role: Role | str) -> Structure:
         """The first structure with ``role``; raises when there is none."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import write_text_atomic
+from ..imaging.structures import COMBINED_TARGET
 from ..plan import Plan
 
 COLUMNS = [
@@ -39,6 +40,7 @@ COLUMNS = [
     "seed_z_mm",
     "activity_mCi",
     "strength_U",
+    "target",
 ]
 
 
@@ -69,6 +71,7 @@ def plan_table_rows(plan: Plan) -> list[dict[str, Any]]:
                     "seed_z_mm": round(s.position_mm[2], 1),
                     "activity_mCi": round(s.activity_mCi, 3),
                     "strength_U": round(s.strength_U, 4),
+                    "target": needle.target,
                 }
             )
     return rows
@@ -91,11 +94,18 @@ def summary_lines(plan: Plan) -> list[str]:
     ]
     if t:
         lines.append(
-            "target: D90 {D90_Gy:.1f} Gy  D100 {D100_Gy:.1f} Gy  V100 {V100_pct:.1f} %  V150 {V150_pct:.1f} %  "
+            ("all targets" if t.get("name") == COMBINED_TARGET else "target") + ": D90 {D90_Gy:.1f} Gy  D100 {D100_Gy:.1f} Gy  V100 {V100_pct:.1f} %  V150 {V150_pct:.1f} %  "
             "V200 {V200_pct:.1f} %  CI {CI:.3f}  EI {EI:.3f}  HI {HI:.3f}".format(**{k: t.get(k, float('nan')) for k in
                                                                                    ("D90_Gy", "D100_Gy", "V100_pct", "V150_pct",
                                                                                     "V200_pct", "CI", "EI", "HI")})
         )
+    levels = {n: b for n, b in (r.get("targets") or {}).items() if n != COMBINED_TARGET}
+    if t.get("name") == COMBINED_TARGET:
+        for name, b in levels.items():
+            lines.append(f"  {name}: D90 {b.get('D90_Gy', float('nan')):.1f} Gy  V100 {b.get('V100_pct', float('nan')):.1f} %  "
+                         f"V150 {b.get('V150_pct', float('nan')):.1f} %  V200 {b.get('V200_pct', float('nan')):.1f} %  "
+                         f"({sum(1 for n in plan.needles if n.target == name)} needles, "
+                         f"{sum(1 for x in plan.seeds if plan.needles[x.needle - 1].target == name)} seeds)")
     for name, m in (r.get("oars") or {}).items():
         lines.append(f"{name}: Dmax {m.get('Dmax_Gy', float('nan')):.1f} Gy  D0.1cc {m.get('D0.1cc_Gy', float('nan')):.1f} Gy  "
                      f"D1cc {m.get('D1cc_Gy', float('nan')):.1f} Gy  D2cc {m.get('D2cc_Gy', float('nan')):.1f} Gy")

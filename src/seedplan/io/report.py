@@ -237,7 +237,8 @@ def _plan_table_section(plan: Plan) -> str:
         by_needle.setdefault(row["needle"], []).append(row)
     for n, needle in enumerate(plan.needles, start=1):
         e = needle.entry
-        needle_cells = (f'<td rowspan="{{span}}"><strong>{Plan.needle_name(n)}</strong></td>'
+        level = f'<br><span class="small">{_e(needle.target)}</span>' if needle.target else ""
+        needle_cells = (f'<td rowspan="{{span}}"><strong>{Plan.needle_name(n)}</strong>{level}</td>'
                         f'<td rowspan="{{span}}" class="num">{e[0]:.1f}, {e[1]:.1f}, {e[2]:.1f}</td>'
                         f'<td rowspan="{{span}}" class="num">{needle.angle_to_axial_deg:.1f}</td>'
                         f'<td rowspan="{{span}}" class="num">{needle.angle_to_sagittal_deg:.1f}</td>'
@@ -296,6 +297,15 @@ def _cement_section(plan: Plan) -> str:
         ("Injection from", "; ".join("(" + ", ".join(f"{x:.1f}" for x in t) + ") mm" for t in inputs.get("tips_mm") or [])),
     ]
     out = ["<h2>Vertebroplasty cement</h2>", _table(["Item", "Value"], rows, num_from=2)]
+    levels = c.get("levels") or {}
+    if levels:  # a multi-level plan: each vertebral body's cement
+        lrows = [[_e(name), _num(b.get("volume_mL"), 2, "mL"), _num(b.get("recommended_mL"), 2, "mL"),
+                  _num(b.get("fill_pct"), 1, "%"), _num(b.get("max_cross_section_ratio"), 2),
+                  _e(b.get("endplate_contact", "")),
+                  ", ".join(_e(k) for k, v in (b.get("leak_flags") or {}).items() if v is not None) or "none"]
+                 for name, b in levels.items()]
+        out.append("<h3>Per level</h3>" + _table(["Vertebral body", "Volume", "Recommended", "Fill",
+                                                   "Max cross-section ratio", "Endplate contact", "Leak flags"], lrows))
     reasoning = rec.get("reasoning") or []
     if reasoning:
         out.append('<p class="small">Volume recommendation:</p><ul class="small">'

@@ -21,6 +21,9 @@ from ._masks import decode_mask, encode_mask
 
 __all__ = ["PlanCement"]
 
+#: Joins the vertebral bodies' names of a multi-level cement (``"vertebral_body_L5+vertebral_body_S1"``).
+LEVEL_SEPARATOR = "+"
+
 #: Keys of :attr:`PlanCement.metrics` (the ``metrics.json`` ``"cement"`` block).
 METRIC_KEYS = ("volume_mL", "fill_pct", "max_cross_section_ratio", "endplate_contact", "leak_flags",
                "recommended_mL", "volume_source", "vertebral_body", "material", "max_slice_ratio")
@@ -87,6 +90,59 @@ class PlanCement:
     def mask_on(self, grid: Grid) -> np.ndarray:
         """The mask on ``grid`` (resampled when the geometry differs)."""
         return self.structure().mask_on(grid)
+
+    @property
+    def vertebral_bodies(self) -> tuple[str, ...]:
+        """The treated vertebral bodies' structure names (several for a multi-level plan)."""
+        return tuple(x for x in self.vertebral_body.split(LEVEL_SEPARATOR) if x)
+
+    @classmethod
+    def combine(cls, parts: "list[PlanCement] | tuple[PlanCement, ...]") -> "PlanCement":
+        """The cement of several vertebral bodies planned as one implant (one per level).
+
+        The mask is the union; the volumes add up; the cross-section ratios, the slice ratio and each
+        leak flag are the worst level's; every level's own block is kept under ``metrics["levels"]``
+        (keyed by vertebral body) and its inputs under ``inputs["levels"]``.
+        """
+        parts = list(parts)
+        if not parts:
+            raise InputError("PlanCement.combine needs at least one cement")
+        if len(parts) == 1:
+            return parts[0]
+        grid, material = parts[0].grid, parts[0].material
+        for q in parts[1:]:
+            if not q.grid.same_geometry(grid):
+                raise GeometryError("the cements of the levels are on different grids; plan them on the CT grid")
+            if q.material != material:
+                raise InputError(f"one cement material per plan: {material.name!r} and {q.material.name!r}")
+        mask = np.logical_or.reduce([q.mask for q in parts])
+        m = [q.metrics for q in parts]
+        flags: dict[str, Any] = {}
+        for block in m:
+            for k, val in (block.get("leak_flags") or {}).items():
+                if val is not None:
+                    flags[k] = round(float(val) + float(flags.get(k) or 0.0), 3)
+                else:
+                    flags.setdefault(k, None)
+        contacts = {str(b["endplate_contact"]) for b in m} - {"none"}
+        names = LEVEL_SEPARATOR.join(q.vertebral_body for q in parts)
+        metrics = {
+            "volume_mL": round(sum(float(b["volume_mL"]) for b in m), 3),
+            "fill_pct": round(float(np.mean([float(b["fill_pct"]) for b in m])), 2),
+            "max_cross_section_ratio": max(float(b["max_cross_section_ratio"]) for b in m),
+            "endplate_contact": "none" if not contacts else ",".join(sorted(contacts)),
+            "leak_flags": flags,
+            "recommended_mL": round(sum(float(b["recommended_mL"]) for b in m), 3),
+            "volume_source": ", ".join(dict.fromkeys(str(b["volume_source"]) for b in m)),
+            "vertebral_body": names,
+            "material": material.name,
+            "max_slice_ratio": max(float(b["max_slice_ratio"]) for b in m),
+            "fill_pct_is": "the mean of the levels' fill percentages",
+            "levels": {q.vertebral_body: dict(q.metrics) for q in parts},
+        }
+        warnings = tuple(f"{q.vertebral_body}: {w}" for q in parts for w in q.warnings)
+        inputs = {"levels": {q.vertebral_body: dict(q.inputs) for q in parts}}
+        return cls(names, material, mask, grid, metrics, warnings, inputs)
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:

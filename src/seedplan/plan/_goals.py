@@ -106,9 +106,14 @@ class Goal:
 
     def value_in(self, metrics: Mapping[str, Any]) -> float:
         """This goal's value in an ``evaluate(...).metrics`` layout."""
-        block = metrics.get("target") if self.group == "target" else (metrics.get(self.group) or {}).get(self.structure)
+        if self.group == "target":  # one of several targets (a multi-level plan), else the target
+            named = (metrics.get("targets") or {}).get(self.structure)
+            block = named if named is not None else metrics.get("target")
+            where = f"metrics['targets'][{self.structure!r}]" if named is not None else "metrics['target']"
+        else:
+            block = (metrics.get(self.group) or {}).get(self.structure)
+            where = f"metrics[{self.group!r}][{self.structure!r}]"
         if not block or self.metric not in block:
-            where = "metrics['target']" if self.group == "target" else f"metrics[{self.group!r}][{self.structure!r}]"
             raise InputError(f"{where} has no {self.metric!r} needed by the goal {self.label!r}; "
                              "pass the layout returned by evaluate()")
         return float(block[self.metric])

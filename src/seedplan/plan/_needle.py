@@ -25,12 +25,16 @@ class Needle:
         Seed-implant needle or vertebroplasty needle.
     label : str
         Free text (e.g. ``"N1"``, ``"left"``).
+    target : str
+        The target structure the needle serves (a multi-level plan has one per level); ``""`` when the
+        plan has one target.
     """
 
     entry_mm: tuple[float, float, float]
     tip_mm: tuple[float, float, float]
     kind: str = "seed"
     label: str = ""
+    target: str = ""
 
     def __post_init__(self) -> None:
         e = np.array(v.vector(self.entry_mm, "needle entry_mm", max_abs=1e5))
@@ -41,6 +45,8 @@ class Needle:
             raise InputError(f"Needle kind must be 'seed' or 'pvp', got {self.kind!r}")
         if not isinstance(self.label, str):
             raise InputError(f"Needle label must be a string, got {self.label!r}")
+        if not isinstance(self.target, str):
+            raise InputError(f"Needle target must be a structure name (a string), got {self.target!r}")
         object.__setattr__(self, "entry_mm", tuple(float(x) for x in e))
         object.__setattr__(self, "tip_mm", tuple(float(x) for x in t))
 
@@ -94,7 +100,10 @@ class Needle:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python representation (lists of floats); exact round trip with :meth:`from_dict`."""
-        return {"entry_mm": list(self.entry_mm), "tip_mm": list(self.tip_mm), "kind": self.kind, "label": self.label}
+        out = {"entry_mm": list(self.entry_mm), "tip_mm": list(self.tip_mm), "kind": self.kind, "label": self.label}
+        if self.target:
+            out["target"] = self.target
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Needle":
@@ -102,6 +111,6 @@ class Needle:
         if not isinstance(d, Mapping):
             raise InputError(f"a Needle dict must be a mapping, got {type(d).__name__}")
         try:
-            return cls(d["entry_mm"], d["tip_mm"], d.get("kind", "seed"), d.get("label", ""))
+            return cls(d["entry_mm"], d["tip_mm"], d.get("kind", "seed"), d.get("label", ""), d.get("target", ""))
         except KeyError as exc:
             raise InputError(f"Needle dict is missing key {exc.args[0]!r}") from None

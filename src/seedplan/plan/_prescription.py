@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from .. import _validate as v
 from ..errors import InputError, InputTypeError
+from ..imaging.structures import COMBINED_TARGET
 from ._goals import Goal, GoalResult, check_goals
 
 __all__ = ["Prescription", "CITATIONS", "OAR_LIMIT_METRICS"]
@@ -292,6 +293,10 @@ class Prescription:
             )
         target = metrics.get("target")
         organs = [(n, g) for g in ("oars", "avoidance") for n in (metrics.get(g) or {})]
+        levels = [n for n in (metrics.get("targets") or {}) if n != COMBINED_TARGET]
+        if target and target.get("name") == COMBINED_TARGET and levels:
+            # several lesions planned as one implant: each level's target has the target goals
+            return tuple(g for n in levels for g in self.goals(n)) + self.goals(COMBINED_TARGET, organs)[4:]
         goals = self.goals(target.get("name", "target"), organs) if target else self.goals("target", organs)[4:]
         return goals
 

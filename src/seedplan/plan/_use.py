@@ -21,7 +21,7 @@ from ..evaluation.radiobiology import bed_permanent_Gy, eqd2_Gy
 from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
 from ..imaging.ct import CTImage
-from ..imaging.structures import Role, StructureSet
+from ..imaging.structures import COMBINED_TARGET, Role, StructureSet
 from ._context import clinical_context
 from ._goals import check_goals
 from ._plan import Plan
@@ -156,7 +156,9 @@ def evaluate_plan(plan: Plan, structures: StructureSet, *, sampling: SamplingOpt
     ``SamplingOptions(adaptive=False)`` for the exact (reference) evaluation.
     """
     structures = plan_structures(plan, structures)
-    keep = [s for s in structures.values() if s.role in EVALUATED_ROLES and not s.is_empty]
+    keep = [s for s in (*structures.targets, *structures.values())
+            if s.role in EVALUATED_ROLES and not s.is_empty]
+    keep = list({s.name: s for s in keep}.values())  # the combined target of a multi-level plan first
     bodies = structures.by_role(Role.BODY)
     return evaluate(
         keep,
@@ -200,7 +202,7 @@ def corrected_dose_metrics(plan: Plan, ct: CTImage, structures: StructureSet, *,
 
     out: dict[str, Any] = {"label": HETEROGENEITY_LABEL, "cement_material": plan.cement.material.name,
                            "sampling_points_per_mm3": points_per_mm3}
-    targets = structures.by_role(Role.TARGET)
+    targets = structures.targets
     if targets:
         tm = targets[0].mask_on(grid)
         out["target"] = target_block(dvh_of(tm, targets[0].name), targets[0].name)
@@ -254,7 +256,7 @@ def plan_metrics(plan: Plan, ev: Evaluation, *, corrected: dict[str, Any] | None
     if plan.cement is not None:
         m["cement"] = dict(plan.cement.metrics)
     m["clinical_context"] = clinical_context(m.get("cement"), plan.case.get("patient"),
-                                             n_levels=max(1, len(m.get("targets") or {})))
+                                             n_levels=max(1, len([n for n in m.get("targets") or {} if n != COMBINED_TARGET])))
     notes = list(plan.notes) + (list(plan.cement.warnings) if plan.cement is not None else [])
     if corrected is not None:
         m["heterogeneity"] = corrected

@@ -64,7 +64,7 @@ from ..evaluation.sampling import sample_mask_points
 from ..geometry import Grid
 from ..imaging.anatomy import derive_anatomy
 from ..imaging.ct import CTImage
-from ..imaging.structures import Role, Structure, StructureSet
+from ..imaging.structures import COMBINED_TARGET, Role, Structure, StructureSet
 from ..plan import (
     Goal,
     PlanCement,
@@ -99,7 +99,11 @@ COVERAGE_MARGIN = {"target_dose_fraction": 0.0, "at_least_pct": 0.5, "at_most_pc
 
 @dataclass(frozen=True, eq=False)
 class PlanningResult:
-    """Everything :func:`plan_case` computed (``cement`` is None when no cement was planned)."""
+    """Everything :func:`plan_case` computed.
+
+    ``cement`` is the (first level's) planned cement, None when no cement was planned; ``cements`` holds
+    every level's in a multi-level plan (the plan's :class:`~seedplan.plan.PlanCement` combines them).
+    """
 
     plan: Plan
     needle_plan: NeedlePlan
@@ -109,6 +113,7 @@ class PlanningResult:
     evaluation: Evaluation
     timings_s: Mapping[str, float]
     cement: CementPlan | None = None
+    cements: tuple[CementPlan, ...] = ()
 
 
 @dataclass(eq=False)
@@ -126,10 +131,13 @@ class _Context:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # anatomy
-    target: Structure | None = None
+    target: Structure | None = None  # the target; the union of the levels' targets in a multi-level plan
+    targets: tuple[Structure, ...] = ()  # each level's target (the target alone in a one-level plan)
     derived: tuple[Structure, ...] = ()
     level: str | None = None
+    levels: tuple[str | None, ...] = ()  # the treated level of each target
     constraints: NeedleConstraints | None = None
+    level_constraints: dict[str, NeedleConstraints] = field(default_factory=dict)  # per target name
     target_mask: np.ndarray | None = None
     body_mask: np.ndarray | None = None
     forbidden: dict[str, np.ndarray] = field(default_factory=dict)
@@ -138,7 +146,7 @@ class _Context:
     # needles, vertebroplasty, slots, seeds
     needle_plan: NeedlePlan | None = None
     pvp: tuple[Needle, ...] = ()
-    cement: CementPlan | None = None
+    cements: list[CementPlan] = field(default_factory=list)  # one per treated vertebral body
     stored_cement: PlanCement | None = None  # a re-plan keeps the planned cement as it was stored
     activities_mCi: tuple[float, ...] | None = None  # a re-plan keeps the ordered activity
     slots: SeedSlots | None = None
@@ -152,6 +160,21 @@ class _Context:
     @property
     def grid(self) -> Grid:
         return self.ct.grid
+
+    @property
+    def multilevel(self) -> bool:
+        return len(self.targets) > 1
+
+    @property
+    def cement(self) -> CementPlan | None:
+        """The first level's planned cement (every level's: :attr:`cements`)."""
+        return self.cements[0] if self.cements else None
+
+    def plan_cement(self) -> PlanCement | None:
+        """The cement as the plan stores it: the planned one (all levels combined), else a re-plan's stored one."""
+        if not self.cements:
+            return self.stored_cement
+        return PlanCement.combine([x.as_plan_cement(self.grid) for x in self.cements])
 
 
 # =============================================================================== helpers
@@ -224,33 +247,48 @@ PRONE = ("HFP", "FFP")
 def _anatomy(c: _Context) -> None:
     """The target; what the structure set lacks, derived from the CT; the skin, needle obstacles and corridors."""
     s, grid = c.structures, c.grid
-    targets = s.by_role(Role.TARGET)
+    targets = [t for t in s.by_role(Role.TARGET) if t.name != COMBINED_TARGET]
     if not targets:
         raise PlanningError(f"no structure with role 'target' among {list(s.names)}")
-    c.target = targets[0]
-    if c.target.is_empty:
-        raise PlanningError(f"target structure {c.target.name!r} is empty: contour the lesion before planning")
-    lo, hi = c.target.bounds_mm
-    if not (grid.contains(lo[None])[0] and grid.contains(hi[None])[0]):
-        raise GeometryError(f"target structure {c.target.name!r} extends outside the CT volume; "
-                            "the CT must cover the whole target")
+    for t in targets:
+        if t.is_empty:
+            raise PlanningError(f"target structure {t.name!r} is empty: contour the lesion before planning")
+        lo, hi = t.bounds_mm
+        if not (grid.contains(lo[None])[0] and grid.contains(hi[None])[0]):
+            raise GeometryError(f"target structure {t.name!r} extends outside the CT volume; "
+                                "the CT must cover the whole target")
     if any(not x.grid.same_geometry(grid) for x in s.values()):  # everything on the CT grid from here on
-        s = c.structures = s.resampled(grid)
-        c.target = s[c.target.name]
-    c.target_mask = c.target.mask_on(grid)
+        s = s.resampled(grid)
+    c.targets = tuple(s[t.name] for t in targets)
     # a real structure set rarely holds every organ at risk: derive the body, the air inside it, the treated
     # vertebra's body and pedicles, and the canal (treated level +- 1) from the CT; a given structure always wins
-    s, notes = derive_anatomy(c.ct, s, target=c.target)
+    notes: list[str] = []
+    for t in c.targets:
+        s, found = derive_anatomy(c.ct, s, target=t)
+        notes.extend(n for n in found if n not in notes)
+    if c.multilevel:  # several lesions planned as one implant: the seeds are optimised on their union
+        if COMBINED_TARGET not in s:
+            union = np.logical_or.reduce([t.mask_on(grid) for t in c.targets])
+            s = StructureSet([*s.values(), Structure(
+                COMBINED_TARGET, Role.TARGET, union, grid,
+                derived="the union of " + ", ".join(t.name for t in c.targets) + ": the levels planned as one implant")])
+        c.notes.append(f"{len(c.targets)} targets planned as one implant ({', '.join(t.name for t in c.targets)}): "
+                       "needles and cement per level, the seeds optimised on their union")
+        log.info(c.notes[-1])
     c.structures = s
+    c.target = s[COMBINED_TARGET] if c.multilevel else c.targets[0]
+    c.target_mask = c.target.mask_on(grid)
     c.derived = tuple(x for x in s.values() if x.derived)
     c.notes.extend(f"anatomy: {n}" for n in notes if "not added" not in n)  # derive_anatomy logs them
     body = s.by_role(Role.BODY)[0].mask_on(grid) if s.by_role(Role.BODY) else None
-    inside = 100.0 * float((c.target_mask & body).sum()) / float(c.target_mask.sum()) if body is not None else 100.0
-    mean_hu = float(np.mean(c.ct.hu[c.target_mask]))
-    if inside < 50.0 or mean_hu < -500.0:
-        raise PlanningError(f"target {c.target.name!r} lies outside the patient: {inside:.0f} % of it is inside the "
-                            f"body, its mean CT value is {mean_hu:.0f} HU (air is -1000); check the target contour and "
-                            "that it belongs to this CT")
+    for t in c.targets:
+        tm = t.mask_on(grid)
+        inside = 100.0 * float((tm & body).sum()) / float(tm.sum()) if body is not None else 100.0
+        mean_hu = float(np.mean(c.ct.hu[tm]))
+        if inside < 50.0 or mean_hu < -500.0:
+            raise PlanningError(f"target {t.name!r} lies outside the patient: {inside:.0f} % of it is inside the "
+                                f"body, its mean CT value is {mean_hu:.0f} HU (air is -1000); check the target contour "
+                                "and that it belongs to this CT")
     position = c.ct.patient_position
     if position not in PRONE:
         c.notes.append(
@@ -272,8 +310,19 @@ def _anatomy(c: _Context) -> None:
     c.bone = np.asarray(c.ct.hu >= c.opt.bone_min_hu)
 
 
-def _treated_level(s: StructureSet, target: Structure) -> str | None:
-    """The level of the treated vertebra: from the vertebral body's name, else the target's (``target_S1``)."""
+def _treated_level(s: StructureSet, target: Structure, *, multilevel: bool = False) -> str | None:
+    """The level of the treated vertebra: from the vertebral body's name, else the target's (``target_S1``).
+
+    With several targets, each target's own level: from its name, else the vertebral body it overlaps most.
+    """
+    if multilevel:
+        level = level_from_name(target.name)
+        if level:
+            return level
+        tm = np.asarray(target.mask, dtype=bool)
+        overlaps = [(int((x.mask_on(target.grid) & tm).sum()), x.name) for x in s.by_role(Role.VERTEBRAL_BODY)]
+        best = max(overlaps, default=(0, ""))
+        return level_from_name(best[1]) if best[0] > 0 else None
     for x in (*s.by_role(Role.VERTEBRAL_BODY), target):
         level = level_from_name(x.name)
         if level:
@@ -281,28 +330,85 @@ def _treated_level(s: StructureSet, target: Structure) -> str | None:
     return None
 
 
+def _track_mask(needles: Sequence[Needle], grid: Grid) -> np.ndarray:
+    """The voxels the needles' straight tracks pass through (entry to tip)."""
+    out = np.zeros(grid.shape, dtype=bool)
+    step = 0.5 * float(min(grid.spacing_mm))
+    for n in needles:
+        t = np.arange(0.0, n.depth_mm + step, step)
+        idx = np.rint(grid.world_to_index(n.entry[None] + t[:, None] * n.direction[None])).astype(int)
+        ok = np.all((idx >= 0) & (idx < np.asarray(grid.size)), axis=1)
+        out[idx[ok, 2], idx[ok, 1], idx[ok, 0]] = True
+    return out
+
+
 def _needles(c: _Context) -> None:
-    """Seed needle trajectories to the target (with the access the treated level needs)."""
-    c.level = _treated_level(c.structures, c.target)
-    constraints, note = access_constraints(
-        replace(c.opt.needle_constraints, min_needle_distance_mm=c.presc.min_needle_distance_mm), c.level,
-        c.opt.bone_access)
-    c.constraints = constraints
-    if note:
-        c.notes.append(f"access: {note}")
-        log.info("access: %s", note)
-    log.info("planning needle trajectories (%s mode) to %r", c.opt.needle_mode, c.target.name)
-    c.needle_plan = plan_needles(
-        c.grid, c.target_mask, c.body_mask, c.forbidden, bone=c.bone, bone_allowed=c.corridor,
-        constraints=constraints, mode=c.opt.needle_mode, spacing_mm=c.presc.min_needle_distance_mm,
-        rng=c.opt.rng_seed,
+    """Seed needle trajectories to each target (with the access its level needs).
+
+    In a multi-level plan the levels are planned in turn, each level's needles keeping clear of the
+    tracks of the levels before it, and each needle records the target it serves.
+    """
+    c.levels = tuple(_treated_level(c.structures, t, multilevel=c.multilevel) for t in c.targets)
+    c.level = c.levels[0]
+    plans: list[NeedlePlan] = []
+    taken: dict[str, np.ndarray] = {}
+    for t, level in zip(c.targets, c.levels):
+        constraints, note = access_constraints(
+            replace(c.opt.needle_constraints, min_needle_distance_mm=c.presc.min_needle_distance_mm), level,
+            c.opt.bone_access)
+        c.level_constraints[t.name] = constraints
+        if note:
+            note = f"access: {note}" if not c.multilevel else f"access ({t.name}): {note}"
+            c.notes.append(note)
+            log.info(note)
+        log.info("planning needle trajectories (%s mode) to %r", c.opt.needle_mode, t.name)
+        try:
+            found = plan_needles(
+                c.grid, t.mask_on(c.grid), c.body_mask, {**c.forbidden, **taken}, bone=c.bone,
+                bone_allowed=c.corridor, constraints=constraints, mode=c.opt.needle_mode,
+                spacing_mm=c.presc.min_needle_distance_mm, rng=c.opt.rng_seed,
+            )
+        except PlanningError as exc:
+            if not c.multilevel:
+                raise
+            raise PlanningError(f"{t.name}: {exc}") from None
+        if c.multilevel:
+            found = replace(found, needles=tuple(replace(n, target=t.name) for n in found.needles))
+            taken[f"needle tracks of {t.name}"] = _track_mask(found.needles, c.grid)
+        log.info("%d candidate needles, target-track coverage %.0f %%", len(found), 100 * found.coverage_fraction)
+        plans.append(found)
+    c.constraints = c.level_constraints[c.targets[0].name]
+    c.needle_plan = plans[0] if len(plans) == 1 else _merged(plans, [t.mask_on(c.grid).sum() for t in c.targets])
+
+
+def _merged(plans: Sequence[NeedlePlan], weights: Sequence[float]) -> NeedlePlan:
+    """One needle plan from the levels' (coverage weighted by the targets' volumes)."""
+    w = np.asarray(weights, dtype=float)
+    return NeedlePlan(
+        needles=tuple(n for p in plans for n in p.needles),
+        diagnostics=tuple(d for p in plans for d in p.diagnostics),
+        mode=plans[0].mode,
+        coverage_fraction=float(np.sum(w * [p.coverage_fraction for p in plans]) / w.sum()),
+        n_candidates=sum(p.n_candidates for p in plans),
+        n_feasible=sum(p.n_feasible for p in plans),
+        info={"levels": [dict(p.info) for p in plans]},
     )
-    log.info("%d candidate needles, target-track coverage %.0f %%", len(c.needle_plan),
-             100 * c.needle_plan.coverage_fraction)
+
+
+def _vertebral_body_of(s: StructureSet, target: Structure, level: str | None) -> Structure | None:
+    """The vertebral body a target lies in: the one named for its level, else the one it overlaps most."""
+    bodies = s.by_role(Role.VERTEBRAL_BODY)
+    named = [x for x in bodies if level and level_from_name(x.name) == level]
+    if named:
+        return named[0]
+    tm = target.mask_on(target.grid)
+    overlaps = [(int((x.mask_on(target.grid) & tm).sum()), i) for i, x in enumerate(bodies)]
+    best = max(overlaps, default=(0, -1))
+    return bodies[best[1]] if best[0] > 0 else None
 
 
 def _vertebroplasty(c: _Context) -> None:
-    """Vertebroplasty needles into the treated vertebral body, then the cement volume and its simulated fill."""
+    """Vertebroplasty needles into the treated vertebral body (each level's), then the cement and its fill."""
     opt, s = c.opt, c.structures
     bodies = s.by_role(Role.VERTEBRAL_BODY)
     if not (opt.pvp_approach and bodies):
@@ -310,14 +416,37 @@ def _vertebroplasty(c: _Context) -> None:
             c.notes.append("cement not planned: no structure with the role 'vertebral_body'")
             log.info(c.notes[-1])
         return
-    vb = bodies[0].mask_on(c.grid)
-    pedicles = _union(s, c.grid, Role.PEDICLE)
+    if not c.multilevel:
+        _vertebroplasty_level(c, bodies[0], c.target, c.level, _union(s, c.grid, Role.PEDICLE), c.constraints)
+        return
+    done: set[str] = set()
+    for t, level in zip(c.targets, c.levels):
+        vb = _vertebral_body_of(s, t, level)
+        if vb is None or vb.name in done:
+            c.notes.append(f"{t.name}: no vertebral body of its own"
+                           + (f" ({vb.name} is treated for another target)" if vb is not None else "")
+                           + ": no vertebroplasty for it")
+            log.info(c.notes[-1])
+            continue
+        done.add(vb.name)
+        peds = [x for x in s.by_role(Role.PEDICLE) if level and level_from_name(x.name) == level]
+        pedicles = np.logical_or.reduce([x.mask_on(c.grid) for x in peds]) if peds else \
+            _union(s, c.grid, Role.PEDICLE)
+        _vertebroplasty_level(c, vb, t, level, pedicles, c.level_constraints[t.name])
+
+
+def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level: str | None, pedicles: np.ndarray,
+                          constraints: NeedleConstraints) -> None:
+    """Vertebroplasty needles into one vertebral body, then its cement (added to ``c.pvp`` and ``c.cements``)."""
+    opt, s = c.opt, c.structures
+    vb = body.mask_on(c.grid)
+    where = f"{body.name}: " if c.multilevel else ""
 
     def paths(approach: str, bilateral: bool) -> tuple[Needle, ...]:
         return tuple(pvp_needle_paths(
             c.grid, vb, c.body_mask, c.forbidden, pedicles=pedicles if pedicles.any() else None, bone=c.bone,
             bone_allowed=c.corridor, approach=approach, bilateral=bilateral,
-            constraints=replace(c.constraints, min_needle_distance_mm=opt.needle_constraints.min_needle_distance_mm),
+            constraints=replace(constraints, min_needle_distance_mm=opt.needle_constraints.min_needle_distance_mm),
             rng=opt.rng_seed).needles)
 
     # the requested approach, then one needle by the same approach, then parapedicular (no pedicle needed)
@@ -325,37 +454,44 @@ def _vertebroplasty(c: _Context) -> None:
     if opt.pvp_approach == "transpedicular":
         attempts += [("parapedicular", b) for b in dict.fromkeys((opt.pvp_bilateral, False))]
     failed: list[str] = []
+    pvp: tuple[Needle, ...] = ()
     for approach, bilateral in attempts:
         try:
-            c.pvp = paths(approach, bilateral)
+            pvp = paths(approach, bilateral)
             break
         except (PlanningError, InputError) as exc:  # the first sentence says what blocked it
             failed.append(f"{approach} {'bilateral' if bilateral else 'unipedicular'}: {str(exc).split('. ')[0]}")
     if failed:
-        if not c.pvp:
+        if not pvp:
             note = f"no vertebroplasty path ({'; '.join(failed)})"
         elif approach == opt.pvp_approach:
-            note = f"unipedicular vertebroplasty only ({c.pvp[0].label}): the bilateral paths failed: " + \
+            note = f"unipedicular vertebroplasty only ({pvp[0].label}): the bilateral paths failed: " + \
                    failed[0].split(": ", 1)[1]
         else:
             note = (f"{approach} vertebroplasty{'' if bilateral else ' (one needle)'} instead of {opt.pvp_approach}: "
                     + "; ".join(failed))
-        c.notes.append(note)
-        log.warning(note)
-    if c.pvp:
-        log.info("%d vertebroplasty needle path(s), %s, into %r", len(c.pvp), approach, bodies[0].name)
+        c.notes.append(where + note)
+        log.warning(c.notes[-1])
+    if c.multilevel:
+        pvp = tuple(replace(n, target=target.name, label=f"{n.label} {level or body.name}".strip()) for n in pvp)
+    c.pvp = c.pvp + pvp
+    if pvp:
+        log.info("%d vertebroplasty needle path(s), %s, into %r", len(pvp), approach, body.name)
     if not opt.cement:
         return
-    if not c.pvp:
-        c.notes.append("cement not planned: no vertebroplasty needle path")
+    if not pvp:
+        c.notes.append(where + "cement not planned: no vertebroplasty needle path")
         log.info(c.notes[-1])
         return
     organs = [x for x in s.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
-    c.cement = plan_cement(c.ct, bodies[0], [n.tip for n in c.pvp], lesion=c.target, volume_mL=opt.cement_volume_mL,
-                           material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model], organs=organs)
-    r = c.cement.result
-    log.info("cement: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", r.volume_mL, c.cement.volume_source,
-             c.cement.material.name, r.fill_pct, r.endplate_contact)
+    volume = opt.cement_volume_mL
+    cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target, level=level if c.multilevel else None,
+                         volume_mL=volume,
+                         material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model], organs=organs)
+    c.cements.append(cement)
+    r = cement.result
+    log.info("cement%s: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", f" {body.name}" if c.multilevel else "",
+             r.volume_mL, cement.volume_source, cement.material.name, r.fill_pct, r.endplate_contact)
 
 
 def _slots(c: _Context) -> None:
@@ -371,8 +507,8 @@ def _slots(c: _Context) -> None:
             exclude |= m
     if canal.any():
         exclude |= _near(canal, grid, presc.min_seed_canal_distance_mm, strict=True)
-    if c.cement is not None and c.cement.radiopaque:
-        exclude |= _near(c.cement.result.mask, grid, c.opt.cement_seed_margin_mm)
+    if c.cements and c.cements[0].radiopaque:
+        exclude |= _near(np.logical_or.reduce([x.result.mask for x in c.cements]), grid, c.opt.cement_seed_margin_mm)
     elif c.stored_cement is not None and c.stored_cement.radiopaque:
         exclude |= _near(c.stored_cement.mask_on(grid), grid, c.opt.cement_seed_margin_mm)
     step = max(5.0, presc.seed_spacing_mm / 2.0)
@@ -410,7 +546,7 @@ def _seeds(c: _Context) -> None:
     sol = optimise_seeds(
         A_t, w_t, aims, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
         activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts, rng=np.random.default_rng(opt.rng_seed),
-        activities_mCi=c.activities_mCi,
+        activities_mCi=c.activities_mCi, milp_points=400 * max(1, len(c.targets)),
     )
     if sol.n_seeds == 0:
         raise PlanningError("the optimiser placed no seed; check the target and the needle paths")
@@ -451,7 +587,7 @@ def _plan(c: _Context) -> None:
         calibration_date=c.calibration_date,
         implant_date=c.implant_date,
         pvp_needles=c.pvp,
-        cement=c.cement.as_plan_cement(c.grid) if c.cement is not None else c.stored_cement,
+        cement=c.plan_cement(),
         structures=c.derived,
         options=c.opt,
         notes=tuple(c.notes),
@@ -541,10 +677,11 @@ def plan_case(
     c.timings["total"] = round(time.perf_counter() - t0, 3)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     run = {"created": created, "timings_s": dict(c.timings), "optimiser_solve_time_s": round(c.solution.solve_time_s, 3)}
-    if c.cement is not None:
-        run["cement_simulation_time_s"] = round(c.cement.result.elapsed_s, 3)
+    if c.cements:
+        run["cement_simulation_time_s"] = round(sum(x.result.elapsed_s for x in c.cements), 3)
     plan = replace(c.plan, run=run)
-    return PlanningResult(plan, c.needle_plan, c.solution, c.dose_grid, c.dose_Gy, c.evaluation, c.timings, c.cement)
+    return PlanningResult(plan, c.needle_plan, c.solution, c.dose_grid, c.dose_Gy, c.evaluation, c.timings, c.cement,
+                          tuple(c.cements))
 
 
 # ================================================================================ re-plan
@@ -626,7 +763,8 @@ def _set_needles(needles: tuple[Needle, ...]):
     """A step that puts the given needles in place of the needle planner's."""
 
     def _needles_placed(c: _Context) -> None:  # noqa: D401 - a planning step
-        c.level = _treated_level(c.structures, c.target)
+        c.levels = tuple(_treated_level(c.structures, t, multilevel=c.multilevel) for t in c.targets)
+        c.level = c.levels[0]
         c.constraints = c.opt.needle_constraints
         c.needle_plan = NeedlePlan(tuple(replace(n, kind="seed") for n in needles), (), "placed", math.nan,
                                    len(needles), len(needles))

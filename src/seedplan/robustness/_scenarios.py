@@ -600,7 +600,7 @@ def evaluated_structures(plan: Plan, structures: StructureSet) -> list[Any]:
         raise InputTypeError(f"structures must be a StructureSet, got {type(structures).__name__}")
     every = plan_structures(plan, structures)
     keep = [s for s in every.values() if s.role in (Role.TARGET, Role.OAR, Role.CANAL) and not s.is_empty]
-    targets = [s for s in keep if s.role is Role.TARGET]
+    targets = [s for s in every.targets if not s.is_empty]
     if not targets:
         raise InputError("the structures have no (non-empty) target: a robustness analysis needs the plan's target")
     return [targets[0]] + [s for s in keep if s.role is not Role.TARGET]

@@ -189,6 +189,14 @@ def _pool(structures: Any, plan: Plan | None) -> list[Structure]:
 
 
 def _vertebral_body(pool: list[Structure], name: str | None, plan: Plan | None) -> Structure:
+    if not name and plan is not None and plan.cement is not None and len(plan.cement.vertebral_bodies) > 1:
+        # a multi-level plan: the cement belongs to the union of the treated bodies
+        found = [s for s in pool if s.name in plan.cement.vertebral_bodies]
+        if len(found) == len(plan.cement.vertebral_bodies):
+            g = found[0].grid
+            return Structure(plan.cement.vertebral_body, Role.VERTEBRAL_BODY,
+                             np.logical_or.reduce([s.mask_on(g) for s in found]), g,
+                             derived="the union of the treated vertebral bodies")
     wanted = name or (plan.cement.vertebral_body if plan is not None and plan.cement is not None else None)
     if wanted:
         for s in pool:

@@ -599,7 +599,7 @@ def match_needles(detection: NeedleDetection, plan: Plan, registration: Any, *, 
             delta = d.tip - p.tip
             along = float(delta @ p.direction)
             across = float(np.linalg.norm(delta - along * p.direction))
-            actual = Needle(d.entry_mm, d.tip_mm, p.kind, names[r])
+            actual = Needle(d.entry_mm, d.tip_mm, p.kind, names[r], p.target)
             deviations.append(NeedleDeviation(
                 planned=int(r), name=names[r], kind=p.kind, detected=int(c), actual=actual,
                 tip_error_mm=float(tip_d[r, c]),

@@ -575,7 +575,7 @@ def synthetic_ct(
         actual.append((e, t))
         errs.append(info)
     truth_needles = tuple(
-        Needle(tuple(e), tuple(t), n.kind, n.label or (Plan.needle_name(i + 1) if n.kind == "seed" else ""))
+        Needle(tuple(e), tuple(t), n.kind, n.label or (Plan.needle_name(i + 1) if n.kind == "seed" else ""), n.target)
         for i, (n, (e, t)) in enumerate(zip(all_needles, actual)))
 
     # ------------------------------------------------------------------ cement (+ leak)

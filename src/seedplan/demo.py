@@ -17,6 +17,7 @@ Writes into the output folder:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from .io.case import load_case, write_phantom_case
@@ -73,12 +74,13 @@ def demo_lesion_offsets(level: str) -> list[tuple[float, float, float]]:
 
 
 def run_demo(out_dir: Path, *, level: str = "L3", lesion_diameter_mm: float = 30.0,
-             lesion_type: str = "lytic", timings: bool = False) -> Path:
+             lesion_type: str = "lytic", timings: bool = False, dose_model: str = "tg43") -> Path:
     """Build the phantom, plan it, and write the outputs; returns the output folder.
 
     The folder is written all-or-nothing (:func:`~seedplan.outputs.output_folder`):
     a failed or interrupted demo leaves an earlier one as it was.  ``timings``: also
-    print the time of each step.
+    print the time of each step.  ``dose_model="corrected"``: plan the seeds on the cement/bone-corrected
+    dose (:class:`~seedplan.plan.PlanningOptions`), the TG-43 plan beside it in the report.
     """
     import time
 
@@ -98,7 +100,9 @@ def run_demo(out_dir: Path, *, level: str = "L3", lesion_diameter_mm: float = 30
         reference["phantom"] = {"level": level, "lesion_diameter_mm": lesion_diameter_mm, "lesion_type": lesion_type,
                                 "lesion_center_offset_mm": [list(o) for o in demo_lesion_offsets(level)]}
         t_case = time.perf_counter() - t0
-        result = plan_case(case.ct, case.structures, case.prescription, options=case.planning,
+        options = dc_replace(case.planning, dose_model=dose_model) if dose_model != case.planning.dose_model \
+            else case.planning
+        result = plan_case(case.ct, case.structures, case.prescription, options=options,
                            case_reference=reference)
         t = time.perf_counter()
         files = write_plan_outputs(result, staging, ct=case.ct, structures=case.structures)

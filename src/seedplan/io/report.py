@@ -325,9 +325,38 @@ def _cement_section(plan: Plan) -> str:
             rows.append((_e(f"{name} D0.1cc_Gy"), _num(tw.get("D0.1cc_Gy"), 1), _num(o.get("D0.1cc_Gy"), 1)))
         out.append("<h3>Dose with cement and bone</h3>")
         out.append(_table(["Metric", "TG-43 dose to water", "Corrected (approximate)"], rows))
-        out.append(f'<p class="small">Corrected: {_e(het.get("label", ""))}. The plan and its goals use the TG-43 '
-                   "dose to water.</p>")
+        alt = (plan.optimiser or {}).get("tg43_alternative")
+        if alt:
+            out.append(f'<p class="small">Corrected: {_e(het.get("label", ""))}. This plan was optimised on the '
+                       "corrected dose and its goals are checked on the target outside the cement.</p>")
+            out.append(_side_by_side(plan, alt))
+        else:
+            out.append(f'<p class="small">Corrected: {_e(het.get("label", ""))}. The plan and its goals use the '
+                       "TG-43 dose to water (plan with dose_model='corrected' to make up for the cement's "
+                       "shadow).</p>")
     return "".join(out)
+
+
+def _side_by_side(plan: Plan, alt: Mapping[str, Any]) -> str:
+    """The plan optimised on the corrected dose beside the TG-43 plan of the same options."""
+    r = plan.results or {}
+    t, het = r.get("target") or {}, r.get("heterogeneity") or {}
+    ho = het.get("target_outside_cement") or het.get("target") or {}
+    name = t.get("name", "target")
+    tg, co = alt.get("tg43") or {}, alt.get("corrected") or {}
+    rows = [
+        ("Seeds", str(alt.get("seeds")), str(plan.n_seeds)),
+        ("Activity per seed (mCi)", _num(alt.get("activity_mCi"), 2), _num(plan.seeds[0].activity_mCi, 2)),
+        ("Total activity (mCi)", _num(alt.get("total_activity_mCi"), 2), _num(plan.total_activity_mCi, 2)),
+        ("TG-43 target D90 (Gy)", _num(tg.get(f"{name} D90_Gy"), 1), _num(t.get("D90_Gy"), 1)),
+        ("TG-43 target V100 (%)", _num(tg.get(f"{name} V100_pct"), 1), _num(t.get("V100_pct"), 1)),
+        ("Corrected D90 outside cement (Gy)", _num(co.get(f"{name} D90_Gy"), 1), _num(ho.get("D90_Gy"), 1)),
+        ("Corrected V100 outside cement (%)", _num(co.get(f"{name} V100_pct"), 1), _num(ho.get("V100_pct"), 1)),
+        ("Corrected V200 outside cement (%)", _num(co.get(f"{name} V200_pct"), 1), _num(ho.get("V200_pct"), 1)),
+    ]
+    return ("<h3>Planned on TG-43 vs on the corrected dose</h3>"
+            + _table(["", "TG-43 plan (same options)", "This plan (corrected dose)"], rows)
+            + f'<p class="small">{_e(alt.get("what", ""))}; this plan: the fine evaluation.</p>')
 
 
 def _history_section(plan: Plan) -> str:

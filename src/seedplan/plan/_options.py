@@ -287,6 +287,14 @@ class PlanningOptions:
     heterogeneity : bool
         Also evaluate the dose with the cement/bone primary-attenuation
         correction (:mod:`seedplan.dose.heterogeneity`) when cement is planned.
+    dose_model : {"tg43", "corrected"}
+        The dose the seeds are optimised on and the goals are checked on: ``"tg43"`` (default), the
+        TG-43 dose to water; ``"corrected"``, the cement/bone-corrected dose (TG-43 x primary
+        attenuation through the planned cement and the bone, approximate, not TG-186), so the seeds
+        make up for the shadow of radiopaque cement.  A corrected plan also records the TG-43 plan
+        of the same options (its seeds, activity and both doses on the optimiser's samples) for a side
+        by side comparison.  Needs ``heterogeneity`` and planned cement; without cement the TG-43
+        dose is used, with a note.
     """
 
     needle_mode: str = "free"
@@ -310,6 +318,7 @@ class PlanningOptions:
     cement_material: str = "pmma-baso4-30"
     cement_seed_margin_mm: float = 1.0
     heterogeneity: bool = True
+    dose_model: str = "tg43"
 
     def __post_init__(self) -> None:
         from ..dose.materials import cement_material
@@ -342,6 +351,10 @@ class PlanningOptions:
             set_("cement_volume_mL", v.number(self.cement_volume_mL, "cement_volume_mL (a volume in mL, or null "
                                               "to use the recommendation)", lo=0.0, lo_open=True))
         v.choice(self.cement_model, "cement_model", CEMENT_MODEL_NAMES)
+        v.choice(self.dose_model, "dose_model", ("tg43", "corrected"))
+        if self.dose_model == "corrected" and not self.heterogeneity:
+            raise InputError("dose_model='corrected' plans on the cement/bone-corrected dose, which needs "
+                             "heterogeneity=True")
         cement_material(self.cement_material)
         set_("cement_seed_margin_mm", v.number(self.cement_seed_margin_mm, "cement_seed_margin_mm", lo=0.0, hi=20.0))
 

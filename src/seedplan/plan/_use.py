@@ -249,8 +249,17 @@ def plan_metrics(plan: Plan, ev: Evaluation, *, corrected: dict[str, Any] | None
         "seed_model_status": plan.seed_model_status,
         "total_dose_convention": "permanent implant, D = Ddot0 * T1/2 / ln 2",
     }
-    goals = presc.goals_for_metrics(m)
-    checks = check_goals(goals, m)
+    on_corrected = bool(corrected and corrected.get("target") and plan.options is not None
+                        and plan.options.dose_model == "corrected")
+    # the goals are checked on the dose the seeds were planned on
+    # (on the corrected dose: the lesion outside the cement, which PMMA no longer fills with tumour)
+    planned_on = (corrected.get("target_outside_cement") or corrected["target"]) if on_corrected else None
+    layout = m if not on_corrected else {
+        "prescription_Gy": m.get("prescription_Gy"), "target": planned_on,
+        "targets": {planned_on["name"]: planned_on}, "oars": corrected.get("oars") or {}}
+    goals = presc.goals_for_metrics(layout)
+    checks = check_goals(goals, layout)
+    m["dose_model"]["goals_checked_on"] = HETEROGENEITY_LABEL if on_corrected else "the TG-43 dose to water"
     m["goals"] = [{"goal": g.goal, "value": g.value, "limit": g.limit, "passed": bool(g.passed)} for g in checks]
     m["failed_goals"] = [g.goal for g in checks if not g.passed]
     if plan.cement is not None:
@@ -265,7 +274,8 @@ def plan_metrics(plan: Plan, ev: Evaluation, *, corrected: dict[str, Any] | None
         if t and (t["D90_Gy"] < pd or t["V100_pct"] < presc.v100_goal_pct):
             notes.append(f"with the cement and bone attenuation (approximate correction) the target D90 is "
                          f"{100 * t['D90_Gy'] / pd:.0f} % of PD ({t['D90_Gy']:.1f} Gy) and V100 {t['V100_pct']:.1f} %: "
-                         "the TG-43 dose to water overstates the dose the cement shadows")
+                         "the TG-43 dose to water overstates the dose the cement shadows"
+                         + ("" if on_corrected else "; plan with dose_model='corrected' to make up for it"))
     if plan.optimiser:
         m["optimiser"] = dict(plan.optimiser)
     if notes:

@@ -85,7 +85,7 @@ from ..plan import (
 from ..sources import SeedModel, load_seed_model
 from .cement import CEMENT_MODELS, CementPlan, level_from_name, plan_cement
 from .needles import NeedlePlan, SeedSlots, access_constraints, candidate_slots, plan_needles, pvp_needle_paths
-from .seeds import Aims, SeedSolution, optimise_seeds
+from .seeds import Aims, SeedSolution, optimise_seeds, plan_quality
 
 __all__ = ["plan_case", "replan_on_needles", "PlanningResult", "COVERAGE_MARGIN", "seed_conflicts", "aims_for"]
 
@@ -151,6 +151,7 @@ class _Context:
     activities_mCi: tuple[float, ...] | None = None  # a re-plan keeps the ordered activity
     slots: SeedSlots | None = None
     solution: SeedSolution | None = None
+    tg43_alternative: dict[str, Any] | None = None  # dose_model="corrected": the TG-43 plan, for the comparison
     # the plan and its dose
     plan: Plan | None = None
     dose_grid: Grid | None = None
@@ -521,33 +522,86 @@ def _slots(c: _Context) -> None:
     log.info("%d candidate seed slots on %d needles", len(c.slots), len(c.needle_plan))
 
 
+def _attenuation(c: _Context) -> Any:
+    """``(F, cement mask)``: ``F(points_mm, slots_mm)`` the primary attenuation factors of the planned cement and
+    bone (the corrected dose's); ``(None, None)`` (with a note) when the plan's dose model is TG-43 or there is
+    no cement to correct for."""
+    if c.opt.dose_model != "corrected":
+        return None, None
+    cement = c.plan_cement()
+    if cement is None:
+        c.notes.append("dose_model='corrected' without cement: the seeds are planned on the TG-43 dose")
+        log.warning(c.notes[-1])
+        return None, None
+    from ..dose.heterogeneity import attenuation_factors, mu_map
+
+    cmask = cement.mask_on(c.grid)
+    mu = mu_map(c.ct, cmask, cement.material)
+    return (lambda p, slots_mm: attenuation_factors(p, slots_mm, mu, c.grid)), cmask
+
+
 def _seeds(c: _Context) -> None:
-    """Dose-influence matrices on fine samples, then the optimiser (slots and one activity)."""
+    """Dose-influence matrices on fine samples, then the optimiser (slots and one activity).
+
+    With ``dose_model="corrected"`` the matrices carry the cement/bone attenuation of every slot-point
+    path and the target is the lesion outside the cement; the TG-43 plan of the same options is optimised
+    on the same samples and kept for the comparison.
+    """
     grid, presc, opt, model, slots = c.grid, c.presc, c.opt, c.model, c.slots
     axes = np.array([c.needle_plan.needles[i].direction for i in slots.needle_index])
     conflicts = seed_conflicts(slots, presc.seed_spacing_mm, opt.min_seed_distance_mm)
+    shadow, cmask = _attenuation(c)
 
-    def influence(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def influence(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         p, w = sample_mask_points(mask, grid, points_per_mm3=opt.sample_points_per_mm3)
-        return influence_matrix(p, slots.positions_mm, source=model, axes=axes, formalism=opt.formalism), w
+        A = influence_matrix(p, slots.positions_mm, source=model, axes=axes, formalism=opt.formalism)
+        return A, w, (A * shadow(p, slots.positions_mm) if shadow is not None else None)
 
     t0 = time.perf_counter()
-    A_t, w_t = influence(c.target_mask)
+    A_t, w_t, C_t = influence(c.target_mask)
+    A_full, w_full = A_t, w_t
+    if shadow is not None and (c.target_mask & ~cmask).any():
+        # on the corrected dose the goals are the lesion's outside the cement: the part the PMMA fills is no
+        # longer tumour, and the cement shadows it most (its dose is still reported)
+        A_t, w_t, C_t = influence(c.target_mask & ~cmask)
     candidates = [x.name for x in c.structures.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
     aims = aims_for(presc, c.target.name, candidates)
-    A_o, w_o = {}, {}
+    A_o, w_o, C_o = {}, {}, {}
     for name in dict.fromkeys(g.structure for g, _v in aims.organ(candidates)):  # organs with a limit the samples measure
-        A_o[name], w_o[name] = influence(c.structures[name].mask_on(grid))
+        A_o[name], w_o[name], C_o[name] = influence(c.structures[name].mask_on(grid))
     c.timings["seeds:influence"] = round(time.perf_counter() - t0, 3)
     # activities are ordered at the calibration date; the dose comes from the strength at the implant date
     decay = float(decay_factor(elapsed_days(c.calibration_date, c.implant_date), model.half_life_d))
+
+    def optimise(At: np.ndarray, Ao: Mapping[str, np.ndarray], wt: np.ndarray) -> SeedSolution:
+        return optimise_seeds(
+            At, wt, aims, A_oars=Ao, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
+            activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts,
+            rng=np.random.default_rng(opt.rng_seed), activities_mCi=c.activities_mCi,
+            milp_points=400 * max(1, len(c.targets)),
+        )
+
     log.info("optimising seed positions and activity (MILP + local search)")
     # The optimiser sees a coarser sampling than the final evaluation: it aims a little inside the goals.
-    sol = optimise_seeds(
-        A_t, w_t, aims, A_oars=A_o, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
-        activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts, rng=np.random.default_rng(opt.rng_seed),
-        activities_mCi=c.activities_mCi, milp_points=400 * max(1, len(c.targets)),
-    )
+    if C_t is None:
+        sol = optimise(A_t, A_o, w_t)
+    else:
+        tg43 = optimise(A_full, A_o, w_full)  # the plan the TG-43 dose model gives
+        log.info("the TG-43 plan: %d seeds x %.2f mCi; now on the cement/bone-corrected dose", tg43.n_seeds,
+                 tg43.activity_mCi)
+        sol = optimise(C_t, C_o, w_t)
+        x = np.zeros(A_t.shape[1], dtype=bool)
+        x[list(tg43.chosen)] = True
+        shadowed = plan_quality(x, tg43.activity_mCi * model.U_per_mCi * decay, C_t, w_t, C_o, w_o, aims)
+        c.tg43_alternative = {
+            "seeds": tg43.n_seeds, "activity_mCi": tg43.activity_mCi,
+            "total_activity_mCi": round(tg43.n_seeds * tg43.activity_mCi, 4),
+            "tg43": {k: round(v, 3) for k, v in tg43.quality.items()},
+            "corrected": {k: round(v, 3) for k, v in shadowed.items()},
+            "what": "the plan optimised on the TG-43 dose with the same options: its TG-43 dose on the target and "
+                    "its corrected dose on the target outside the cement, on the optimiser's samples (not the "
+                    "fine evaluation)",
+        }
     if sol.n_seeds == 0:
         raise PlanningError("the optimiser placed no seed; check the target and the needle paths")
     log.info("%d seeds x %.2f mCi%s", sol.n_seeds, sol.activity_mCi, "" if sol.goals_met else
@@ -591,7 +645,9 @@ def _plan(c: _Context) -> None:
         structures=c.derived,
         options=c.opt,
         notes=tuple(c.notes),
-        optimiser={"activity_trials": [dict(t) for t in sol.trials]},
+        optimiser={"activity_trials": [dict(t) for t in sol.trials],
+                   **({"dose_model": "corrected", "tg43_alternative": c.tg43_alternative} if c.tg43_alternative
+                      else {})},
         software={"name": "seedplan", "version": __version__},
     )
 

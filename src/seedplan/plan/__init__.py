@@ -16,6 +16,7 @@ from ._cement import PlanCement
 from ._goals import Goal, GoalResult, check_goals
 from ._needle import Needle
 from ._options import BONE_MIN_HU, CEMENT_MODEL_NAMES, DEFAULT_MARGINS_MM, NeedleConstraints, PlanningOptions
+from ._placement import ErrorModel, RobustnessOptions
 from ._plan import FORMAT, VERSION, Plan, PlannedSeed, load_plan, plan_json, save_plan, seed_model_sha256
 from ._prescription import CITATIONS, OAR_LIMIT_METRICS, Prescription
 from ._use import (
@@ -49,6 +50,8 @@ __all__ = [
     "CEMENT_MODEL_NAMES",
     "BONE_MIN_HU",
     "PlanCement",
+    "ErrorModel",
+    "RobustnessOptions",
     "save_plan",
     "load_plan",
     "plan_json",

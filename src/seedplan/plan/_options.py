@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .. import _validate as v
+from ._placement import RobustnessOptions
 from ..errors import InputError
 
 __all__ = ["NeedleConstraints", "PlanningOptions", "DEFAULT_MARGINS_MM", "CEMENT_MODEL_NAMES", "BONE_MIN_HU"]
@@ -39,6 +40,9 @@ DEFAULT_MARGINS_MM: Mapping[str, float] = MappingProxyType(
 
 #: Volume models of the planned cement (:data:`seedplan.planning.cement.CEMENT_MODELS`).
 CEMENT_MODEL_NAMES = ("combined", "pvp")
+
+#: Scenarios of robust planning when the ``robust`` block does not say (each adds the samples to the optimiser).
+ROBUST_PLANNING_SCENARIOS = 10
 
 #: HU above which voxels count as bone a needle cannot cross (cortical and dense cancellous bone).
 BONE_MIN_HU = 250.0
@@ -295,6 +299,13 @@ class PlanningOptions:
         of the same options (its seeds, activity and both doses on the optimiser's samples) for a side
         by side comparison.  Needs ``heterogeneity`` and planned cement; without cement the TG-43
         dose is used, with a note.
+    robust : RobustnessOptions or mapping, optional
+        Robust planning: the seeds are optimised over ``robust.scenarios`` needle-placement scenarios drawn
+        from ``robust.errors`` (:class:`~seedplan.plan.ErrorModel`, Ji et al. 2021 by default) besides the
+        nominal one: every goal on the samples of all scenarios pooled (the coverage and the organs'
+        hottest volumes expected over the scenarios).  The optimiser may trade fewer, stronger seeds for
+        more, weaker ones where that keeps the coverage when needles miss.  10-100 scenarios (the time of
+        the optimiser grows with them); None (default) plans the nominal placement.
     """
 
     needle_mode: str = "free"
@@ -319,6 +330,7 @@ class PlanningOptions:
     cement_seed_margin_mm: float = 1.0
     heterogeneity: bool = True
     dose_model: str = "tg43"
+    robust: RobustnessOptions | None = None
 
     def __post_init__(self) -> None:
         from ..dose.materials import cement_material
@@ -352,6 +364,17 @@ class PlanningOptions:
                                               "to use the recommendation)", lo=0.0, lo_open=True))
         v.choice(self.cement_model, "cement_model", CEMENT_MODEL_NAMES)
         v.choice(self.dose_model, "dose_model", ("tg43", "corrected"))
+        if isinstance(self.robust, Mapping):
+            set_("robust", RobustnessOptions.from_dict(
+                {"scenarios": ROBUST_PLANNING_SCENARIOS, **self.robust}, "robust"))
+        if self.robust is not None:
+            if not isinstance(self.robust, RobustnessOptions):
+                raise InputError(f"robust must be a RobustnessOptions, a mapping like {{'scenarios': 20, 'errors': "
+                                 f"{{...}}}} or None, got {type(self.robust).__name__}")
+            if self.robust.scenarios > 100:
+                raise InputError(f"robust planning over {self.robust.scenarios} scenarios: each adds the target's and "
+                                 "organs' samples to the optimiser; use 10-100 (the robustness analysis is the place "
+                                 "for 1000s)")
         if self.dose_model == "corrected" and not self.heterogeneity:
             raise InputError("dose_model='corrected' plans on the cement/bone-corrected dose, which needs "
                              "heterogeneity=True")
@@ -362,6 +385,7 @@ class PlanningOptions:
         """Plain JSON-friendly dict (exact round trip with :meth:`from_dict`)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["needle_constraints"] = self.needle_constraints.to_dict()
+        d["robust"] = self.robust.to_dict() if self.robust is not None else None
         return d
 
     @classmethod

@@ -16,7 +16,7 @@ This package reads plans through the plan layer; it imports no planning algorith
 Dask and matplotlib are imported only by the functions that need them.
 """
 
-from ._errors import (
+from ..plan._placement import (
     CITATIONS,
     DEFAULT_SCENARIOS,
     ErrorModel,

@@ -32,7 +32,7 @@ from .. import _validate as v
 from ..errors import InputError, InputTypeError, SeedplanError
 from ..imaging.structures import StructureSet
 from ..plan import Goal, Plan
-from ._errors import CITATIONS, ErrorModel, RobustnessOptions
+from ..plan._placement import CITATIONS, ErrorModel, RobustnessOptions
 from ._scenarios import (
     MetricColumn,
     RobustnessProblem,

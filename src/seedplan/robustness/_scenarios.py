@@ -1,5 +1,8 @@
 """Scenarios: a plan's seeds moved as the error model draws them, and the plan metrics of each.
 
+The draws (:func:`~seedplan.plan._placement.draw_scenario`) live with the error model in the plan layer,
+where the robust planner uses them too; this module evaluates the scenarios.
+
 Reproducibility
 ---------------
 Scenario ``k`` draws from its own stream,
@@ -61,7 +64,6 @@ samples (exact, not an approximation).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +78,8 @@ from ..evaluation.radiobiology import I125_HALF_LIFE_D, eqd2_permanent_Gy
 from ..evaluation.sampling import MaskSampler, subdivisions_for
 from ..imaging.structures import Role, StructureSet
 from ..plan import OAR_LIMIT_METRICS, Plan, plan_structures
+from ..plan._placement import ErrorModel, Geometry, ScenarioSeeds, draw_scenario, perpendicular_basis, scenario_rng
 from ._bound import STEP_MM, bound_table, box_bounds, cos_edges
-from ._errors import ErrorModel
 
 __all__ = [
     "MetricColumn",
@@ -124,36 +126,8 @@ class MetricColumn:
         return "%" if self.metric.endswith("_pct") else "Gy"
 
 
-def scenario_rng(seed: int, k: int) -> np.random.Generator:
-    """The random stream of scenario ``k``: ``SeedSequence(seed).spawn(n)[k]`` for any ``n > k``."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(k),)))
-
-
 # ------------------------------------------------------------------------------------ geometry
-@dataclass(frozen=True, eq=False)
-class _Geometry:
-    """The plan's needles and seeds as arrays (mm, unit vectors)."""
-
-    entries_mm: np.ndarray      # (K, 3)
-    directions: np.ndarray      # (K, 3)
-    basis1: np.ndarray          # (K, 3)
-    basis2: np.ndarray          # (K, 3)
-    seed_needle: np.ndarray     # (M,) 0-based needle of each seed
-    positions_mm: np.ndarray    # (M, 3)
-    axes: np.ndarray            # (M, 3)
-    strengths_U: np.ndarray     # (M,) at implant
-
-
-def _perpendicular_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors perpendicular to the unit vector ``d`` and to each other (deterministic)."""
-    helper = np.zeros(3)
-    helper[int(np.argmin(np.abs(d)))] = 1.0
-    b1 = np.cross(d, helper)
-    b1 /= np.linalg.norm(b1)
-    return b1, np.cross(d, b1)
-
-
-def plan_geometry(plan: Plan) -> _Geometry:
+def plan_geometry(plan: Plan) -> Geometry:
     """The needles and seeds of ``plan`` as arrays; the plan must have seeds."""
     if not isinstance(plan, Plan):
         raise InputTypeError(f"plan must be a seedplan.plan.Plan, got {type(plan).__name__}")
@@ -161,77 +135,13 @@ def plan_geometry(plan: Plan) -> _Geometry:
         raise InputError("the plan has no seeds: a robustness analysis needs a plan with seeds")
     entries = np.array([n.entry_mm for n in plan.needles], dtype=float).reshape(-1, 3)
     dirs = np.array([n.direction for n in plan.needles], dtype=float).reshape(-1, 3)
-    b1, b2 = zip(*(_perpendicular_basis(d) for d in dirs)) if len(dirs) else ((), ())
-    return _Geometry(
+    b1, b2 = zip(*(perpendicular_basis(d) for d in dirs)) if len(dirs) else ((), ())
+    return Geometry(
         entries_mm=entries, directions=dirs, basis1=np.array(b1, dtype=float).reshape(-1, 3),
         basis2=np.array(b2, dtype=float).reshape(-1, 3),
         seed_needle=np.array([s.needle - 1 for s in plan.seeds], dtype=np.intp),
         positions_mm=plan.positions_mm, axes=plan.axes, strengths_U=plan.strengths_at_implant_U,
     )
-
-
-@dataclass(frozen=True, eq=False)
-class ScenarioSeeds:
-    """The seeds of one scenario.
-
-    Attributes
-    ----------
-    positions_mm, axes : (M, 3) arrays
-        Every planned seed as moved (lost ones included, in plan order).
-    lost : (M,) bool array
-    shift_mm : (M,) array
-        How far each seed moved.
-    """
-
-    positions_mm: np.ndarray
-    axes: np.ndarray
-    lost: np.ndarray
-    shift_mm: np.ndarray
-
-    @property
-    def kept(self) -> np.ndarray:
-        return ~self.lost
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of (n, 3) arrays (``numpy.cross`` is slow on small arrays)."""
-    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
-
-
-def _turn(vec: np.ndarray, w: np.ndarray, sin_a: np.ndarray, one_minus_cos: np.ndarray) -> np.ndarray:
-    """``(R - I) vec`` row by row, R the rotation about the unit axis ``w`` (Rodrigues); 0 where ``w`` is 0."""
-    wx = _cross(w, vec)
-    return sin_a[:, None] * wx + one_minus_cos[:, None] * _cross(w, wx)
-
-
-def draw_scenario(geometry: _Geometry, errors: ErrorModel, seed: int, k: int) -> ScenarioSeeds:
-    """Move the seeds as scenario ``k`` of ``seed`` draws them (scenario 0: as planned)."""
-    pos0, ax0 = geometry.positions_mm, geometry.axes
-    m = len(pos0)
-    if k == 0:
-        return ScenarioSeeds(pos0.copy(), ax0.copy(), np.zeros(m, dtype=bool), np.zeros(m))
-    rng = scenario_rng(seed, k)
-    nk = len(geometry.entries_mm)
-    z = rng.standard_normal((nk, 5))
-    jitter = rng.standard_normal(m)
-    u = rng.random(m)
-    d, b1, b2 = geometry.directions, geometry.basis1, geometry.basis2
-    lateral = errors.lateral_sd_mm * (z[:, 0:1] * b1 + z[:, 1:2] * b2)
-    tilt = math.radians(errors.angle_sd_deg) * (z[:, 2:3] * b1 + z[:, 3:4] * b2)
-    angle = np.sqrt(np.sum(tilt * tilt, axis=1))
-    w = _cross(d, tilt)
-    norm = np.sqrt(np.sum(w * w, axis=1))
-    w = np.divide(w, norm[:, None], out=np.zeros_like(w), where=(angle > 0.0)[:, None] & (norm[:, None] > 0.0))
-    sin_a, omc = np.sin(angle), 1.0 - np.cos(angle)
-    d_new = d + _turn(d, w, sin_a, omc)
-    n = geometry.seed_needle
-    turn = _turn(pos0 - geometry.entries_mm[n], w[n], sin_a[n], omc[n])
-    along = errors.depth_sd_mm * z[n, 4] + errors.seed_jitter_sd_mm * jitter
-    disp = lateral[n] + turn + along[:, None] * d_new[n]
-    axes = ax0 + _turn(ax0, w[n], sin_a[n], omc[n])
-    lost = u < errors.seed_loss_probability
-    return ScenarioSeeds(pos0 + disp, axes, lost, np.sqrt(np.sum(disp * disp, axis=1)))
 
 
 # ------------------------------------------------------------------------------------ samples
@@ -398,7 +308,7 @@ class RobustnessProblem:
     :meth:`evaluate_range` a chunk.
     """
 
-    geometry: _Geometry
+    geometry: Geometry
     seed_model: Any
     formalism: str
     errors: ErrorModel

@@ -48,10 +48,13 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
+
 from .. import _validate as v
 from ..errors import InputError
 
-__all__ = ["CITATIONS", "DEFAULT_SCENARIOS", "ErrorModel", "RobustnessOptions", "per_axis_sd", "tip_rms_mm"]
+__all__ = ["CITATIONS", "DEFAULT_SCENARIOS", "ErrorModel", "RobustnessOptions", "Geometry", "ScenarioSeeds", "draw_scenario",
+           "per_axis_sd", "scenario_rng", "tip_rms_mm"]
 
 
 def per_axis_sd(mean: float, sd: float, dimensions: int) -> float:
@@ -220,3 +223,96 @@ class RobustnessOptions:
         except InputError as exc:
             raise type(exc)(f"{where}: {exc}") from None
 
+
+# ============================================================================ scenarios
+def scenario_rng(seed: int, k: int) -> np.random.Generator:
+    """The random stream of scenario ``k``: ``SeedSequence(seed).spawn(n)[k]`` for any ``n > k``."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(k),)))
+
+
+# ------------------------------------------------------------------------------------ geometry
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """The plan's needles and seeds as arrays (mm, unit vectors)."""
+
+    entries_mm: np.ndarray      # (K, 3)
+    directions: np.ndarray      # (K, 3)
+    basis1: np.ndarray          # (K, 3)
+    basis2: np.ndarray          # (K, 3)
+    seed_needle: np.ndarray     # (M,) 0-based needle of each seed
+    positions_mm: np.ndarray    # (M, 3)
+    axes: np.ndarray            # (M, 3)
+    strengths_U: np.ndarray     # (M,) at implant
+
+
+def perpendicular_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors perpendicular to the unit vector ``d`` and to each other (deterministic)."""
+    helper = np.zeros(3)
+    helper[int(np.argmin(np.abs(d)))] = 1.0
+    b1 = np.cross(d, helper)
+    b1 /= np.linalg.norm(b1)
+    return b1, np.cross(d, b1)
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioSeeds:
+    """The seeds of one scenario.
+
+    Attributes
+    ----------
+    positions_mm, axes : (M, 3) arrays
+        Every planned seed as moved (lost ones included, in plan order).
+    lost : (M,) bool array
+    shift_mm : (M,) array
+        How far each seed moved.
+    """
+
+    positions_mm: np.ndarray
+    axes: np.ndarray
+    lost: np.ndarray
+    shift_mm: np.ndarray
+
+    @property
+    def kept(self) -> np.ndarray:
+        return ~self.lost
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (n, 3) arrays (``numpy.cross`` is slow on small arrays)."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+
+
+def _turn(vec: np.ndarray, w: np.ndarray, sin_a: np.ndarray, one_minus_cos: np.ndarray) -> np.ndarray:
+    """``(R - I) vec`` row by row, R the rotation about the unit axis ``w`` (Rodrigues); 0 where ``w`` is 0."""
+    wx = _cross(w, vec)
+    return sin_a[:, None] * wx + one_minus_cos[:, None] * _cross(w, wx)
+
+
+def draw_scenario(geometry: Geometry, errors: ErrorModel, seed: int, k: int) -> ScenarioSeeds:
+    """Move the seeds as scenario ``k`` of ``seed`` draws them (scenario 0: as planned)."""
+    pos0, ax0 = geometry.positions_mm, geometry.axes
+    m = len(pos0)
+    if k == 0:
+        return ScenarioSeeds(pos0.copy(), ax0.copy(), np.zeros(m, dtype=bool), np.zeros(m))
+    rng = scenario_rng(seed, k)
+    nk = len(geometry.entries_mm)
+    z = rng.standard_normal((nk, 5))
+    jitter = rng.standard_normal(m)
+    u = rng.random(m)
+    d, b1, b2 = geometry.directions, geometry.basis1, geometry.basis2
+    lateral = errors.lateral_sd_mm * (z[:, 0:1] * b1 + z[:, 1:2] * b2)
+    tilt = math.radians(errors.angle_sd_deg) * (z[:, 2:3] * b1 + z[:, 3:4] * b2)
+    angle = np.sqrt(np.sum(tilt * tilt, axis=1))
+    w = _cross(d, tilt)
+    norm = np.sqrt(np.sum(w * w, axis=1))
+    w = np.divide(w, norm[:, None], out=np.zeros_like(w), where=(angle > 0.0)[:, None] & (norm[:, None] > 0.0))
+    sin_a, omc = np.sin(angle), 1.0 - np.cos(angle)
+    d_new = d + _turn(d, w, sin_a, omc)
+    n = geometry.seed_needle
+    turn = _turn(pos0 - geometry.entries_mm[n], w[n], sin_a[n], omc[n])
+    along = errors.depth_sd_mm * z[n, 4] + errors.seed_jitter_sd_mm * jitter
+    disp = lateral[n] + turn + along[:, None] * d_new[n]
+    axes = ax0 + _turn(ax0, w[n], sin_a[n], omc[n])
+    lost = u < errors.seed_loss_probability
+    return ScenarioSeeds(pos0 + disp, axes, lost, np.sqrt(np.sum(disp * disp, axis=1)))

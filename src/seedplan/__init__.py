@@ -29,6 +29,7 @@ from .dose import dose_rate, dose_rate_grid, influence_matrix, total_dose, total
 #: Names loaded from their sub-package on first use.
 _LAZY = {
     "plan_case": "planning",
+    "run_batch": "batch",
     "Prescription": "plan",
     "PlanningOptions": "plan",
     "Plan": "plan",

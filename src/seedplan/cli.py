@@ -67,7 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(out_dir=Path(args.out), level=args.level, lesion_diameter_mm=args.lesion_diameter_mm,
-             lesion_type=args.lesion_type, timings=args.timings)
+             lesion_type=args.lesion_type, timings=args.timings, dose_model=args.dose_model)
     return 0
 
 
@@ -147,7 +147,8 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     from .io import load_plan_case
     from .outputs import final_path, output_folder
     from .plan import load_plan
-    from .robustness import RobustnessOptions, run_robustness, write_robustness
+    from .io.report import write_report
+    from .robustness import RobustnessOptions, robustness_html, run_robustness, write_robustness
 
     options = RobustnessOptions()
     if args.errors:
@@ -174,6 +175,9 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         result = run_robustness(plan, case.structures, options, scenarios=args.scenarios, seed=args.seed,
                                 workers=args.workers, scheduler=args.scheduler)
         files = write_robustness(result, staging)
+        # the plan's report with the robustness section
+        files["report"] = write_report(plan, staging / "report.html",
+                                       sections=[robustness_html(result, image=files["plot"])])
     summary = result.to_dict()
     lines = [f"{result.n_scenarios} scenarios (seed {result.options.seed}) in {result.run['scenarios_s']:.1f} s on "
              f"{result.run['workers']} worker(s)"]
@@ -186,6 +190,26 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     for label, path in files.items():
         lines.append(f"{label}: {final_path(path, staging, args.out)}")
     print("\n".join(lines))
+    return 0
+
+
+# -------------------------------------------------------------------------- batch
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .errors import InputError
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and args.scheduler:
+        raise InputError("give either --workers (a local cluster) or --scheduler ADDRESS (an existing cluster), not both")
+    result = run_batch(args.cases, args.out, sweep=args.sweep, workers=args.workers, scheduler=args.scheduler,
+                       force=args.force, review=not args.no_review)
+    print(result.table())
+    print(f"summary: {result.summary_csv}")
+    if result.failed:
+        print(f"seedplan batch: {len(result.failed)} of {len(result.rows)} case(s) failed "
+              f"({', '.join(r['case'] for r in result.failed)}); their errors are in the summary", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -403,9 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole chain on the built-in spine phantom")
     d.add_argument("--out", default="seedplan_demo", help="output folder (default: seedplan_demo)")
-    d.add_argument("--level", default="L3", help="vertebral level of the lesion, e.g. L3 (default)")
+    d.add_argument("--level", default="L3",
+                   help="vertebral level of the lesion: L1-L5, S1-S3 (default L3); adjacent levels planned as one "
+                        "implant as L5,S1 (sacral lesions sit 5 mm anterior of the body's centre)")
     d.add_argument("--lesion-diameter-mm", type=float, default=30.0, help="lesion diameter in mm (default 30)")
     d.add_argument("--lesion-type", choices=["lytic", "blastic"], default="lytic")
+    d.add_argument("--dose-model", choices=["tg43", "corrected"], default="tg43",
+                   help="plan the seeds on the TG-43 dose (default) or on the cement/bone-corrected dose, the TG-43 "
+                        "plan beside it in the report")
     d.add_argument("--timings", action="store_true", help="print the time of each step")
     d.set_defaults(func=_cmd_demo)
 
@@ -480,6 +509,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "alone (default: the template-guided placement accuracy of Ji et al. 2021)")
     rb.set_defaults(func=_cmd_robustness)
 
+    bt = sub.add_parser("batch", help="plan many case files, or one case over a sweep table, as Dask tasks "
+                        "(a folder per case and summary.csv)")
+    bt.add_argument("cases", nargs="+", metavar="CASE", help="case files (JSON); with --sweep, one")
+    bt.add_argument("--out", required=True, help="batch folder: OUT/<case>/ per case and OUT/summary.csv")
+    bt.add_argument("--sweep", default=None, metavar="TABLE.csv",
+                    help="CSV of variants of the one case, one per row: columns name, dose_Gy, activity_mCi (a fixed "
+                    "seed activity), lesion_diameter_mm (phantom cases) or any other number of the prescription")
+    bt.add_argument("--workers", type=int, default=None, help="worker processes of the local Dask cluster "
+                    "(default: the usable cores)")
+    bt.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="run on an existing Dask cluster, e.g. tcp://scheduler-host:8786 (its workers need seedplan "
+                    "and the same paths to the cases and OUT)")
+    bt.add_argument("--force", action="store_true", help="plan every case again, also those planned earlier with "
+                    "the same inputs")
+    bt.add_argument("--no-review", action="store_true", help="write plan, table, dose, metrics and DVH only (no 3D "
+                    "views, report or DICOM export): faster for large sweeps")
+    bt.set_defaults(func=_cmd_batch)
+
     vw = sub.add_parser("view", help="review a saved plan in 3D (a window, or PNG screenshots without a display)")
     vw.add_argument("plan", help="plan.json (its case file locates the CT)")
     vw.add_argument("--screenshots", action="store_true", help="write PNG views instead of opening a window")
@@ -500,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run the parsed command; a :class:`SeedplanError` or OS error becomes one line and exit code 2."""
-    if args.command in ("demo", "plan", "dose", "export", "view", "robustness", "replan", "postplan"):
+    if args.command in ("demo", "plan", "dose", "export", "view", "robustness", "batch", "replan", "postplan"):
         _compile_notice()
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

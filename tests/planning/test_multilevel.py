@@ -1,7 +1,6 @@
 """Several adjacent levels planned as one implant (L5 + S1): needles and cement per level, the seeds optimised
 jointly on the union of the targets, per-level and combined metrics and goals."""
 
-import csv
 
 import numpy as np
 import pytest

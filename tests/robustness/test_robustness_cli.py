@@ -1,4 +1,4 @@
-"""``seedplan robustness PLAN --out DIR``: three files, one-line errors with exit code 2."""
+"""``seedplan robustness PLAN --out DIR``: the analysis files and the report, one-line errors with exit code 2."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ def test_the_command_writes_the_three_files(planned, threads_client, tmp_path, c
     out = tmp_path / "robust"
     assert main(["robustness", str(plan_file), "--errors", str(settings), "--scenarios", "6",
                  "--scheduler", threads_client.scheduler.address, "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [".seedplan", "robustness.json", "robustness.png",
+    assert sorted(p.name for p in out.iterdir()) == [".seedplan", "report.html", "robustness.json", "robustness.png",
                                                      "robustness_scenarios.csv"]
+    report = (out / "report.html").read_text()
+    assert "Robustness to placement errors" in report and "Treatment plan" in report
     data = json.loads((out / "robustness.json").read_text())
     assert data["robustness"]["scenarios"] == 6 and data["robustness"]["seed"] == 8
     assert data["robustness"]["errors"]["depth_sd_mm"] == 1.0

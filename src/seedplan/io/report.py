@@ -398,6 +398,21 @@ def _history_section(plan: Plan) -> str:
     return "".join(out)
 
 
+def _case_section(case: Mapping[str, Any]) -> str:
+    """The case file's description and patient block (as given), when it has them."""
+    out = []
+    if case.get("description"):
+        out.append(f'<p class="case-description">{_e(case["description"])}</p>')
+    patient = case.get("patient") or {}
+    if patient:
+        labels = {"age_y": "age {} y", "primary": "primary {}", "primary_growth": "{} growth",
+                  "metastatic_segments": "{} metastatic segment(s)", "kps": "KPS {}"}
+        items = [labels[k].format(f"{patient[k]:g}" if isinstance(patient[k], float) else patient[k])
+                 for k in labels if k in patient]
+        out.append(f'<p class="meta small">Patient: {_e(", ".join(items))}</p>')
+    return "".join(out)
+
+
 def _context_section(plan: Plan) -> str:
     """Published figures beside the plan's own (cement distribution, leak and pain factors, prognostic index)."""
     ctx = (plan.results or {}).get("clinical_context")
@@ -471,7 +486,7 @@ def _images_section(images: Mapping[str, str | Path]) -> str:
 
 # ----------------------------------------------------------------------------- public
 def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None = None, title: str | None = None,
-                date: str | None = None) -> str:
+                date: str | None = None, sections: Sequence[str] = ()) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     from .. import __version__
     from ..plan import CITATIONS
@@ -490,6 +505,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
              f"<span>Software: {_e(sw)}</span></p>"]
     if case.get("ct_series_uid"):
         parts.append(f'<p class="meta small">CT series UID {_e(case["ct_series_uid"])}</p>')
+    parts.append(_case_section(case))
     if unverified:
         parts.append('<div class="alert unverified"><strong>UNVERIFIED seed model: '
                      f"{_e(plan.seed_model.name)}</strong><br>The TG-43 dataset of this seed model has not been verified "
@@ -515,6 +531,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
     parts.append(_context_section(plan))
     if images:
         parts.append(_images_section(images))
+    parts.extend(sections)
     parts.append(_warnings_section(plan, unverified))
     parts.append("<h2>Sources of the prescription defaults</h2><ul class=\"small\">"
                  + "".join(f"<li><strong>{_e(k)}</strong>: {_e(v)}</li>" for k, v in CITATIONS.items()) + "</ul>")
@@ -525,7 +542,7 @@ def report_html(result_or_plan: Any, *, images: Mapping[str, str | Path] | None 
 
 
 def write_report(result_or_plan: Any, out_path: str | Path, *, images: Mapping[str, str | Path] | None = None,
-                 title: str | None = None, date: str | None = None) -> Path:
+                 title: str | None = None, date: str | None = None, sections: Sequence[str] = ()) -> Path:
     """Write the plan report as one self-contained HTML file, atomically.
 
     Parameters
@@ -540,12 +557,16 @@ def write_report(result_or_plan: Any, out_path: str | Path, *, images: Mapping[s
         into a "3D views" section.
     title, date : str, optional
         Report title and date (default: the plan's creation time).
+    sections : sequence of str
+        Further HTML sections (already escaped, e.g. :func:`seedplan.robustness.robustness_html`), placed
+        before the warnings.
 
     Returns
     -------
     Path
     """
-    return write_text_atomic(out_path, report_html(result_or_plan, images=images, title=title, date=date))
+    return write_text_atomic(out_path, report_html(result_or_plan, images=images, title=title, date=date,
+                                                   sections=sections))
 
 
 def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path, *,

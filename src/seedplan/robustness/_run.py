@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate as v
+from .._dask import WORKER_ENV, QuietDask, default_workers, open_client
 from ..errors import InputError, InputTypeError, SeedplanError
 from ..imaging.structures import StructureSet
 from ..plan import Goal, Plan
@@ -47,12 +47,6 @@ log = logging.getLogger("seedplan")
 
 FORMAT = "seedplan-robustness"
 VERSION = 1
-
-#: Environment of the local cluster's worker processes: one thread for OpenMP and BLAS.  Numba is limited
-#: to one thread per task with ``numba.set_num_threads(1)`` (thread-local) rather than NUMBA_NUM_THREADS:
-#: the nanny sets its environment after the worker has imported numba, and numba refuses to compile once
-#: the variable and its running thread pool disagree.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 _PERCENTILES = (5.0, 50.0, 95.0)
 
@@ -232,13 +226,6 @@ def _goals(plan: Plan, problem: RobustnessProblem, nominal: np.ndarray) -> tuple
     return tuple(plan.prescription.goals_for_metrics(layout))
 
 
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _warm_worker(seed_model: Any, formalism: str) -> None:
     """A Dask task run once on each worker while the client samples the structures: load the numba
     kernels and build the dose tables, so that the first chunk does not pay for them."""
@@ -263,29 +250,6 @@ def _run_chunk(problem: RobustnessProblem, start: int, stop: int) -> dict[str, n
     out = problem.evaluate_range(start, stop)
     out["cpu_s"] = time.thread_time() - t0
     return out
-
-
-def _open_client(workers: int | None, scheduler: str | None, processes: bool) -> tuple[Any, Any]:
-    """A Dask client and the local cluster it started (None when connecting to ``scheduler``)."""
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(f"scheduler {scheduler!r}: no Dask scheduler answered ({exc}); give the address of "
-                             "a running scheduler, e.g. tcp://127.0.0.1:8786, or no address for a local cluster") from None
-        return client, None
-    n = workers if workers is not None else _default_workers()
-    kwargs: dict[str, Any] = {"env": dict(WORKER_ENV)} if processes else {}
-    # the scheduler's HTTP server on a free local port (with no address it tries 8787 and warns when taken)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0",
-                           silence_logs=logging.ERROR, **kwargs)
-    try:
-        return Client(cluster), cluster
-    except BaseException:
-        cluster.close()
-        raise
 
 
 def _chunks(total: int, n_workers: int, chunk_size: int | None) -> list[tuple[int, int]]:
@@ -354,23 +318,9 @@ def run_robustness(
         chunk_size = v.integer(chunk_size, "chunk_size", lo=1, hi=100_000)
     v.flag(processes, "processes")
 
-    quiet = _QuietDask() if client is None and scheduler is None else contextlib.nullcontext()
+    quiet = QuietDask() if client is None and scheduler is None else contextlib.nullcontext()
     with quiet:
         return _run(plan, structures, opts, workers, scheduler, client, processes, chunk_size, problem)
-
-
-class _QuietDask:
-    """Keep the in-process Dask loggers (scheduler, thread workers) to errors while a cluster of ours runs."""
-
-    def __enter__(self) -> None:
-        import distributed  # noqa: F401  (its import sets the level this context overrides)
-
-        self.logger = logging.getLogger("distributed")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.setLevel(self.level)
 
 
 def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers: int | None, scheduler: str | None,
@@ -395,9 +345,9 @@ def _run(plan: Plan, structures: StructureSet, opts: RobustnessOptions, workers:
         else:
             pending = pool.submit(replace, problem, errors=opts.errors, seed=opts.seed)
         if own:
-            log.info("robustness: starting %s", scheduler or f"a local cluster of {workers or _default_workers()} "
+            log.info("robustness: starting %s", scheduler or f"a local cluster of {workers or default_workers()} "
                      "worker(s)")
-            client, cluster = _open_client(workers, scheduler, processes)
+            client, cluster = open_client(workers, scheduler, processes)
         try:
             client.wait_for_workers(1, timeout=60)
         except TimeoutError:

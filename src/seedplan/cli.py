@@ -67,7 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(out_dir=Path(args.out), level=args.level, lesion_diameter_mm=args.lesion_diameter_mm,
-             lesion_type=args.lesion_type, timings=args.timings, dose_model=args.dose_model)
+             lesion_type=args.lesion_type, timings=args.timings, dose_model=args.dose_model, case=args.case)
     return 0
 
 
@@ -427,11 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole chain on the built-in spine phantom")
     d.add_argument("--out", default="seedplan_demo", help="output folder (default: seedplan_demo)")
-    d.add_argument("--level", default="L3",
+    d.add_argument("--level", default=None,
                    help="vertebral level of the lesion: L1-L5, S1-S3 (default L3); adjacent levels planned as one "
                         "implant as L5,S1 (sacral lesions sit 5 mm anterior of the body's centre)")
-    d.add_argument("--lesion-diameter-mm", type=float, default=30.0, help="lesion diameter in mm (default 30)")
-    d.add_argument("--lesion-type", choices=["lytic", "blastic"], default="lytic")
+    d.add_argument("--lesion-diameter-mm", type=float, default=None, help="lesion diameter in mm (default 30)")
+    d.add_argument("--lesion-type", choices=["lytic", "blastic"], default=None, help="(default lytic)")
+    d.add_argument("--case", default=None, metavar="{study-s2,study-l5,study-s1}",
+                   help="one of the reference study's three cases instead of --level and the lesion options: "
+                        "S2 with a soft-tissue mass reaching the foramen, fractured L5 with an S1 lesion, right S1 "
+                        "reaching the ilium (phantom, patient block and description in the report)")
     d.add_argument("--dose-model", choices=["tg43", "corrected"], default="tg43",
                    help="plan the seeds on the TG-43 dose (default) or on the cement/bone-corrected dose, the TG-43 "
                         "plan beside it in the report")

@@ -185,6 +185,51 @@ lateral to the canal above the level's foramen, from the body to the dorsal
 surface: the transpedicular corridor of S1 screws).  Vessels and bowel are
 drawn after the bones and never over them.
 
+Study-case options
+------------------
+Three options of :func:`make_spine_phantom` draw what the clinical cases of a
+PVP + 125I series show (``seedplan.demo.STUDY_CASES``); by default none is
+used and the phantom is exactly as described above.
+
+*Pathological fracture* (``fracture={"L5": 0.3}``, lumbar and thoracic
+levels).  A wedge deformity: the superior endplate of the body is drawn lower
+by ``loss x height`` at the anterior wall, falling linearly to no loss at the
+posterior wall (the posterior height is kept), with its cortex at the
+collapsed height; the space between the collapsed and the original endplate
+is filled with disc (+80 HU), the neighbouring vertebrae stay where they are.
+The height loss is the Genant semi-quantitative measure, the reduction of the
+anterior against the posterior height, ``(Hp - Ha) / Hp``: grade 1 (mild)
+20-25 %, grade 2 (moderate) 25-40 %, grade 3 (severe) > 40 % (Genant HK, Wu
+CY, van Kuijk C, Nevitt MC, "Vertebral fracture assessment using a
+semiquantitative technique", J Bone Miner Res 1993;8(9):1137-1148).  In the
+spinal instability score (SINS, Fisher CG et al., Spine 2010;35:E1221) a
+collapse below 50 % scores 2.
+
+*Soft-tissue extension* (``lesion_extension={"level": "S2", "toward":
+"foramen_right", ...}``).  A mass growing out of the lesion: a capsule (a
+cylinder with round ends) of ``diameter_mm`` from the lesion centre towards
+``toward``, its tip ``length_mm`` beyond the lesion sphere's surface.  Inside
+the level's vertebral body (cortex included: the mass breaks through it) the
+capsule is lesion; outside the bone it is a soft-tissue mass of +45 HU (the
+40-60 HU of unenhanced soft tissue; the phantom's muscle is +55, psoas +50)
+replacing fat and muscle only: it never enters the canal, a foramen, a
+vessel, the bowel, a kidney or other bone, which it abuts; only the part
+connected to the lesion is kept, and all of it belongs to the level's target.
+``toward`` is ``"anterior"`` (prevertebral / presacral, perpendicular to the
+sacral axis at a sacral level), ``"left"``, ``"right"`` (patient sides) or,
+at S1-S3, ``"foramen_left"`` / ``"foramen_right"``: towards the centre of
+that level's anterior (pelvic) foramen, by default up to it, so that the mass
+wraps the foramen's opening and its root while the
+``sacral_foramen_canal_<level>_<side>`` structure stays outside the target.
+
+*Spread into the adjacent bone* (``lesion_spread="bone"``).  The lesion
+sphere is painted into every bone it covers, not only the vertebral body's
+cancellous interior: at a sacral level the ala (lateral mass) and, across the
+sacroiliac joint (whose space it obliterates), the ilium; in the lumbar spine
+the pedicles and posterior elements.  It keeps clear of the bones' outer
+cortex, the canal and the foramina.  At a sacral level the lesion centre may
+then lie in the ala.
+
 The phantom is a geometric teaching/testing object, not an anatomical atlas.
 """
 
@@ -192,7 +237,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -208,6 +253,7 @@ from .structures import Role, Structure, StructureSet
 __all__ = [
     "SpinePhantom",
     "PhantomLesion",
+    "LesionExtension",
     "make_spine_phantom",
     "LEVELS",
     "SACRAL_LEVELS",
@@ -283,6 +329,7 @@ HU = {
     "epidural_fat": -80.0,
     "bowel_wall": 40.0,
     "bowel_content": 10.0,
+    "mass": 45.0,  # soft-tissue extension of a lesion (module docstring, Study-case options)
 }
 
 
@@ -581,13 +628,45 @@ def _capsule(cv: _Canvas, a: np.ndarray, b: np.ndarray, r0: float, r1: float | N
 
 @dataclass(frozen=True)
 class PhantomLesion:
-    """One planted lesion: its level, target structure name, centre (LPS mm), diameter and type."""
+    """One planted lesion: its level, target structure name, centre (LPS mm), diameter and type.
+
+    ``spread`` is ``"body"`` (confined to the vertebral body) or ``"bone"`` (painted into the adjacent bone).
+    """
 
     level: str
     target: str
     center_mm: tuple[float, float, float]
     diameter_mm: float
     lesion_type: str
+    spread: str = "body"
+
+
+@dataclass(frozen=True)
+class LesionExtension:
+    """A lesion's soft-tissue extension as drawn (see the module docstring, *Study-case options*).
+
+    Attributes
+    ----------
+    level : str
+        The lesion's level.
+    toward : str
+        ``"anterior"``, ``"left"``, ``"right"``, ``"foramen_left"`` or ``"foramen_right"``.
+    length_mm : float
+        How far the tip reaches beyond the lesion sphere's surface.
+    diameter_mm : float
+        Diameter of the capsule.
+    tip_mm : tuple of 3 floats
+        The capsule's outermost point (LPS mm).
+    mass_cm3 : float
+        Volume of the soft-tissue part (outside the bone) added to the target.
+    """
+
+    level: str
+    toward: str
+    length_mm: float
+    diameter_mm: float
+    tip_mm: tuple[float, float, float]
+    mass_cm3: float
 
 
 @dataclass(frozen=True)
@@ -610,6 +689,10 @@ class SpinePhantom:
         ``"lytic"`` or ``"blastic"`` (first level).
     lesions : tuple of PhantomLesion
         Every planted lesion, in the order of the levels.
+    fracture : tuple of (level, height loss)
+        The wedge fractures drawn (``fracture`` of :func:`make_spine_phantom`).
+    extensions : tuple of LesionExtension
+        The soft-tissue extensions drawn.
     """
 
     ct: CTImage
@@ -621,6 +704,8 @@ class SpinePhantom:
     posterior_breach: bool = False
     seed: int = 0
     lesions: tuple[PhantomLesion, ...] = ()
+    fracture: tuple[tuple[str, float], ...] = ()
+    extensions: tuple[LesionExtension, ...] = ()
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -648,6 +733,9 @@ def make_spine_phantom(
     include_thoracic: bool = False,
     noise_hu: float = 0.0,
     seed: int = 0,
+    lesion_extension: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    fracture: Mapping[str, float] | None = None,
+    lesion_spread: str | Sequence[str] = "body",
 ) -> SpinePhantom:
     """Build the synthetic lumbosacral CT with a metastasis in one or several vertebral bodies.
 
@@ -679,6 +767,27 @@ def make_spine_phantom(
         Standard deviation of Gaussian noise added to the HU (0 = none).
     seed : int
         Seed of the noise generator (and of the DICOM UIDs).
+    lesion_extension : mapping or sequence of mappings, optional
+        Soft-tissue extension(s) of a lesion (module docstring, *Study-case
+        options*): ``{"level": "S2", "toward": "foramen_right", "length_mm":
+        12, "diameter_mm": 14}``.  ``level``: one of the treated levels
+        (optional with one level); ``toward``: ``"anterior"``, ``"left"``,
+        ``"right"``, or at S1-S3 ``"foramen_left"``/``"foramen_right"``;
+        ``length_mm`` (0-80): the tip's distance beyond the lesion sphere
+        (optional towards a foramen: up to the foramen's centre);
+        ``diameter_mm``: the capsule's diameter, two voxels to the lesion
+        diameter (default half the lesion diameter).
+    fracture : mapping, optional
+        ``{level: anterior height loss}``, e.g. ``{"L5": 0.3}``: a wedge
+        fracture of a lumbar (or thoracic) body in the field of view, the
+        loss a fraction in [0, 1) of the body height (Genant grades: 0.20-0.25
+        mild, 0.25-0.40 moderate, > 0.40 severe).
+    lesion_spread : {"body", "bone"} or sequence
+        ``"body"`` (default): the lesion stays in the vertebral body's
+        cancellous bone; ``"bone"``: it is painted into the adjacent bone
+        too (sacral ala and, across the sacroiliac joint, the ilium; lumbar
+        pedicles), and at a sacral level its centre may lie in the ala.  One
+        value, or one per level.
 
     Returns
     -------
@@ -701,7 +810,8 @@ def make_spine_phantom(
         ``common_iliac_artery_<side>``, ``external_iliac_artery_<side>``,
         ``internal_iliac_artery_<side>`` and the same ``..._vein_<side>``,
         ``sigmoid_colon``, ``rectum`` (oar), ``sacral_bone``,
-        ``iliac_bone_left``, ``iliac_bone_right`` (bone).  Left is patient
+        ``iliac_bone_left``, ``iliac_bone_right`` (bone).  A soft-tissue
+        extension is part of its level's target.  Left is patient
         left (+x).  Every name gives its role back through
         :func:`~seedplan.imaging.structures.guess_role`, so a structure set
         written as RTSTRUCT (which stores no roles) reads back with the same
@@ -732,10 +842,17 @@ def make_spine_phantom(
     offs = np.repeat(offs, n, axis=0) if offs.shape[0] == 1 else offs
     noise = v.number(noise_hu, "noise_hu", lo=0.0)
     breach = bool(posterior_breach)
+    spreads = []
+    for s_ in _per_level(lesion_spread, n, "lesion_spread"):
+        if not isinstance(s_, str) or s_.lower() not in ("body", "bone"):
+            raise InputError(f"lesion_spread must be 'body' or 'bone', got {s_!r}")
+        spreads.append(s_.lower())
+    fractures = _parse_fracture(fracture, include_thoracic)
+    extensions = _parse_extensions(lesion_extension, levels, diams, sp)
 
     # ------------------------------------------------------------- lesion centres
     centers: list[np.ndarray] = []
-    for lv, diam, off in zip(levels, diams, offs):
+    for lv, diam, off, spread in zip(levels, diams, offs, spreads):
         if diam < 2 * sp:
             raise InputError(
                 f"lesion_diameter_mm={diam:g} is below two voxels at spacing_mm={sp:g}; use a finer spacing or a larger lesion"
@@ -745,8 +862,12 @@ def make_spine_phantom(
             raise InputError(
                 f"lesion_diameter_mm={diam:g} is larger than the {lv} body width ({width:g} mm); use at most {width:g}"
             )
-        centers.append(_sacral_lesion_centre(lv, diam, off, breach) if lv in _SEG
-                       else _lumbar_lesion_centre(lv, diam, off, breach))
+        center = (_sacral_lesion_centre(lv, diam, off, breach, spread == "bone") if lv in _SEG
+                  else _lumbar_lesion_centre(lv, diam, off, breach))
+        if lv in fractures and center[2] > _wedge_top_z(lv, fractures[lv], center[1]):
+            raise InputError(f"lesion_center_offset_mm={off.tolist()} puts the {lv} lesion centre above the collapsed "
+                             f"endplate of the fracture ({fractures[lv]:g} height loss); lower its z offset")
+        centers.append(center)
 
     # ----------------------------------------------------------- field of view
     z_lo, z_hi = math.inf, -math.inf
@@ -763,6 +884,10 @@ def make_spine_phantom(
     if include_thoracic:
         t11 = _TABLE["T11"]
         z_hi = max(z_hi, _Z["T11"] + t11.height / 2 + _TABLE["T10"].disc_below / 2 + 2.0)
+    for lv in fractures:
+        if not z_lo <= _Z[lv] <= z_hi:
+            raise InputError(f"fracture: {lv} is outside the field of view of level {','.join(levels)}; a fracture is "
+                             "drawn only at a vertebra the CT shows")
     half = np.array([TORSO_SEMI_MM[0] + 10.0, TORSO_SEMI_MM[1] + 10.0])
     nx = int(round(2 * half[0] / sp)) + 1
     ny = int(round(2 * half[1] / sp)) + 1
@@ -793,15 +918,16 @@ def make_spine_phantom(
         wings = [_ilium_wing(cv, 1.0), _ilium_wing(cv, -1.0)]
         _paint_pelvic_soft_tissue(cv, paint, wings)
     shell = max(1.0, sp)  # cortical shell ~1 mm, at least one voxel so it stays closed
-    _paint_lumbar_spine(cv, paint, masks, shape, levels, include_thoracic, shell, z_lo, z_hi)
+    _paint_lumbar_spine(cv, paint, masks, shape, levels, include_thoracic, shell, z_lo, z_hi, fractures)
     if pelvis:
         _paint_pelvic_bone(cv, paint, mask, masks, levels, shell, wings)
         _paint_pelvic_organs(cv, paint, hu)
 
     # ------------------------------------------------------------------ lesions
     lesions: list[PhantomLesion] = []
+    drawn_ext: list[LesionExtension] = []
     taken = np.zeros(shape, dtype=bool)
-    for lv, diam, ltype, center in zip(levels, diams, types, centers):
+    for lv, diam, ltype, center, spread in zip(levels, diams, types, centers, spreads):
         r = diam / 2
         lb = cv.box(center - r, center + r)
         vb_name = f"vertebral_body_{lv}"
@@ -810,7 +936,11 @@ def make_spine_phantom(
         sl, Zs, Ys, Xs = lb
         sphere = (Xs - center[0]) ** 2 + (Ys - center[1]) ** 2 + (Zs - center[2]) ** 2 <= r * r
         sphere = np.broadcast_to(sphere, hu[sl].shape)
-        if breach:
+        if spread == "bone":
+            allowed = masks[f"_inner_{lv}"][sl] | _bone_interior(cv, masks, center, r, shell)
+            if breach:
+                allowed = allowed | masks[vb_name][sl] | masks["spinal_canal"][sl]
+        elif breach:
             allowed = masks[vb_name][sl] | masks["spinal_canal"][sl]
         else:
             allowed = masks[f"_inner_{lv}"][sl]
@@ -826,7 +956,11 @@ def make_spine_phantom(
         for nm in ("spinal_canal", "spinal_cord", "cauda_equina"):
             if nm in masks:
                 masks[nm][sl] &= ~lesion
-        lesions.append(PhantomLesion(lv, tname, tuple(float(c) for c in center), diam, ltype))
+        lesions.append(PhantomLesion(lv, tname, tuple(float(c) for c in center), diam, ltype, spread))
+        for ext in extensions:
+            if ext["level"] == lv:
+                drawn_ext.append(_paint_extension(cv, hu, masks, taken, ext, lv, tname, center, r,
+                                                  HU["lytic" if ltype == "lytic" else "blastic"]))
     for nm in [k for k in masks if k.startswith("_")]:
         masks.pop(nm)
 
@@ -846,6 +980,16 @@ def make_spine_phantom(
                f"{[c.round(3).tolist() for c in centers]}/{breach}/{include_thoracic}/{noise:g}/{seed}")
         desc = "seedplan spine phantom " + ", ".join(f"{le.level} {le.lesion_type} {le.diameter_mm:g} mm"
                                                      for le in lesions)
+    # the study-case options (only when used, so that every other phantom keeps its UIDs and description)
+    if any(s_ == "bone" for s_ in spreads):
+        key += f"/spread={spreads}"
+        desc += ", spread into the adjacent bone"
+    if fractures:
+        key += f"/fracture={sorted(fractures.items())}"
+        desc += ", " + ", ".join(f"{lv} fracture {100 * f:.0f} %" for lv, f in fractures.items())
+    if drawn_ext:
+        key += "/extension=" + repr([(e.level, e.toward, round(e.length_mm, 3), e.diameter_mm) for e in drawn_ext])
+        desc += ", " + ", ".join(f"{e.level} soft-tissue extension toward {e.toward}" for e in drawn_ext)
     ct = CTImage(
         grid=grid,
         hu=hu_i16,
@@ -893,6 +1037,8 @@ def make_spine_phantom(
         posterior_breach=breach,
         seed=int(seed),
         lesions=tuple(lesions),
+        fracture=tuple(fractures.items()),
+        extensions=tuple(drawn_ext),
     )
 
 
@@ -918,18 +1064,30 @@ def _lumbar_lesion_centre(lv: str, diam: float, off: np.ndarray, breach: bool) -
     return center
 
 
-def _sacral_lesion_centre(lv: str, diam: float, off: np.ndarray, breach: bool) -> np.ndarray:
+def _in_lateral_mass(x: float, s: float, w: float) -> bool:
+    """Whether the sacral point ``(x, s, w)`` lies in the lateral mass (ala) as :func:`_paint_pelvic_bone` draws it."""
+    p = _profiles(np.array(s))
+    ax, wa = np.array(abs(x)), np.array(w)
+    return bool(s >= max(0.0, _ALA_SLOPE * (abs(x) - 27.0)) and s <= _S_END
+                and _lat_front(ax, p) <= w <= _lat_back(ax, p) and abs(x) <= _lat_half_width(wa, p)
+                and (abs(x) >= float(p["cw"]) / 2 + 2.0 or w < _WP))
+
+
+def _sacral_lesion_centre(lv: str, diam: float, off: np.ndarray, breach: bool, spread: bool = False) -> np.ndarray:
     center = _sacral_centre(lv) + off
     s0, s1 = _SEG[lv]
     s, w = (float(q) for q in _sac_sw(np.array(center[1]), np.array(center[2])))
     p = _profiles(np.array(s))
     inside = s0 <= s <= s1 and bool(_superellipse(np.array(center[0]), np.array(w - (_WP - p["d"] / 2)),
                                                   float(p["a"]), float(p["d"]) / 2, 2.5))
+    if spread and not inside:  # a lesion spreading into the bone may be centred in the level's ala
+        inside = s0 <= s <= s1 and _in_lateral_mass(float(center[0]), s, w)
     if not inside:
+        where = f"the {lv} body or its ala" if spread else f"the {lv} body"
         raise InputError(
-            f"lesion_center_offset_mm={off.tolist()} puts the lesion centre outside the {lv} body "
+            f"lesion_center_offset_mm={off.tolist()} puts the lesion centre outside {where} "
             f"({2 * float(p['a']):.0f} x {float(p['d']):.0f} x {s1 - s0:g} mm along the tilted sacral axis); "
-            "keep the centre inside the body"
+            "keep the centre inside the " + ("bone" if spread else "body")
         )
     if breach:
         need = _WP + 4.0 - diam / 2
@@ -942,6 +1100,176 @@ def _sacral_lesion_centre(lv: str, diam: float, off: np.ndarray, breach: bool) -
                 "use a larger lesion"
             )
     return np.asarray(center, float)
+
+
+# ============================================================================ study-case options
+_TOWARD = ("anterior", "left", "right", "foramen_left", "foramen_right")
+_EXT_KEYS = ("level", "toward", "length_mm", "diameter_mm")
+#: What a soft-tissue extension may replace: fat and muscle (never bone, canal, foramina, vessels, bowel, kidneys).
+_MASS_REPLACES = ("fat", "retro_fat", "soft", "muscle", "psoas")
+_MASS_AVOIDS = ("spinal_canal", "spinal_cord", "cauda_equina", "aorta", "ivc", "kidney_", "sacral_foramen_canal_",
+                "_iliac_", "sigmoid_colon", "rectum", "bone", "sacral_bone", "iliac_bone_")
+
+
+def _parse_fracture(fracture: Any, include_thoracic: bool) -> dict[str, float]:
+    """``{"L5": 0.3}`` -> validated ``{level: anterior height loss}`` (lumbar/thoracic levels only)."""
+    if fracture is None:
+        return {}
+    if not isinstance(fracture, Mapping):
+        raise InputError(f"fracture must be a mapping of level to anterior height loss in [0, 1), e.g. "
+                         f"{{'L5': 0.3}}, got {fracture!r}")
+    out: dict[str, float] = {}
+    for key, loss in fracture.items():
+        lv = _parse_levels(key, include_thoracic=True)
+        if len(lv) != 1:
+            raise InputError(f"fracture: give one level per key, got {key!r}")
+        lv = lv[0]
+        if lv in _SEG:
+            raise InputError(f"fracture: {lv} is sacral; a wedge fracture is drawn at lumbar levels (L1-L5, and T11, "
+                             "T12 with include_thoracic=True)")
+        if lv in ("T11", "T12") and not include_thoracic:
+            raise InputError(f"fracture: {lv} needs include_thoracic=True")
+        if lv in out:
+            raise InputError(f"fracture: {lv} is given twice")
+        out[lv] = v.number(loss, f"fracture[{lv!r}] (anterior height loss, a fraction)", lo=0.0, hi=1.0,
+                           hi_open=True)
+    return out
+
+
+def _wedge_top_z(level: str, loss: float, y: Any) -> Any:
+    """z (mm) of the collapsed superior endplate of a wedge-fractured body at LPS ``y``.
+
+    The anterior wall (``y = BODY_Y_MM - depth/2``) loses ``loss x height``, the posterior wall nothing,
+    linearly in between (Genant's anterior-vs-posterior height reduction, module docstring).
+    """
+    L = _TABLE[level]
+    b = L.depth / 2
+    toward_front = np.clip((BODY_Y_MM + b - np.asarray(y, float)) / (2 * b), 0.0, 1.0)
+    return _Z[level] + L.height / 2 - loss * L.height * toward_front
+
+
+def _parse_extensions(value: Any, levels: Sequence[str], diams: Sequence[float], sp: float) -> list[dict[str, Any]]:
+    """Validate ``lesion_extension`` (one mapping or a sequence of them) into a list of complete mappings."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, Mapping) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(e, Mapping) for e in items):
+        raise InputError("lesion_extension must be a mapping such as {'level': 'S2', 'toward': 'foramen_right', "
+                         f"'length_mm': 12, 'diameter_mm': 14}} (or a list of them), got {value!r}")
+    out = []
+    for e in items:
+        unknown = sorted(set(e) - set(_EXT_KEYS))
+        if unknown:
+            raise InputError(f"lesion_extension: unknown key(s) {unknown}; valid keys: {list(_EXT_KEYS)}")
+        if "level" in e:
+            lv = str(e["level"]).strip().upper()
+            if lv not in levels:
+                raise InputError(f"lesion_extension level {e['level']!r} is not a treated level; the lesions are at "
+                                 f"{', '.join(levels)}")
+        elif len(levels) == 1:
+            lv = levels[0]
+        else:
+            raise InputError(f"lesion_extension needs 'level' with several levels ({', '.join(levels)})")
+        toward = e.get("toward")
+        if not isinstance(toward, str) or toward.lower() not in _TOWARD:
+            raise InputError(f"lesion_extension toward must be one of {', '.join(_TOWARD)}, got {toward!r}")
+        toward = toward.lower()
+        if toward.startswith("foramen") and lv not in _SEG:
+            raise InputError(f"lesion_extension toward {toward!r} needs a sacral level (S1-S3), got {lv}")
+        diam = diams[levels.index(lv)]
+        d_ext = v.number(e.get("diameter_mm", diam / 2), "lesion_extension diameter_mm", lo=2 * sp, hi=diam)
+        if "length_mm" in e:
+            length = v.number(e["length_mm"], "lesion_extension length_mm", lo=0.0, hi=80.0, lo_open=True)
+        elif toward.startswith("foramen"):
+            length = None  # up to the foramen
+        else:
+            raise InputError(f"lesion_extension toward {toward!r} needs length_mm (the tip's distance beyond the "
+                             "lesion, mm)")
+        out.append({"level": lv, "toward": toward, "length_mm": length, "diameter_mm": d_ext})
+    return out
+
+
+def _anterior_foramen_mm(level: str, sgn: float) -> np.ndarray:
+    """Centre (LPS mm) of ``level``'s anterior (pelvic) foramen; ``sgn`` +1 left, -1 right."""
+    f = _FORAMINA[level]
+    p_f = _profiles(np.array(f.s))
+    w_front = float(_lat_front(np.array(f.x_ant), p_f))
+    return sacral_point_mm(sgn * f.x_ant, f.s + 1.0, w_front - 1.5)
+
+
+def _bone_interior(cv: _Canvas, masks: dict, center: np.ndarray, r: float, shell: float) -> np.ndarray:
+    """Inside the sphere's box: the bone (vertebrae, sacrum, ilia, the sacroiliac joint spaces between them) less
+    its outer cortex (``shell`` thick), the canal and the foramina."""
+    from scipy import ndimage
+
+    k = max(1, int(round(shell / cv.grid.spacing[0])))
+    pad = (k + 1) * cv.grid.spacing[0]
+    inner = cv.box(center - r, center + r)
+    outer = cv.box(center - r - pad, center + r + pad)
+    osl = outer[0]
+    solid = masks["bone"][osl].copy()
+    for nm in ("sacral_bone", "iliac_bone_left", "iliac_bone_right", "_joint"):
+        if nm in masks:
+            solid |= masks[nm][osl]
+    core = ndimage.binary_erosion(solid, iterations=k)
+    crop = tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner[0], osl))
+    core = core[crop]
+    for nm, m in masks.items():
+        if nm in ("spinal_canal", "spinal_cord", "cauda_equina") or nm.startswith("sacral_foramen_canal_"):
+            core &= ~m[inner[0]]
+    return core
+
+
+def _paint_extension(cv: _Canvas, hu: np.ndarray, masks: dict, taken: np.ndarray, ext: Mapping[str, Any], lv: str,
+                     tname: str, center: np.ndarray, r: float, lesion_hu: float) -> LesionExtension:
+    """Paint one soft-tissue extension of the ``lv`` lesion into ``hu`` and its target (module docstring)."""
+    from scipy import ndimage
+
+    toward = ext["toward"]
+    if toward.startswith("foramen"):
+        goal = _anterior_foramen_mm(lv, 1.0 if toward.endswith("left") else -1.0)
+        u = goal - center
+        dist = float(np.linalg.norm(u))
+        u = u / dist
+        length = dist - r if ext["length_mm"] is None else ext["length_mm"]
+        if length <= 0:
+            raise InputError(f"lesion_extension: the {lv} lesion already reaches the {toward.replace('_', ' ')}; "
+                             "use a smaller lesion or another direction")
+    elif toward == "anterior":
+        if lv in _SEG:  # perpendicular to the sacral axis at the lesion
+            s, _ = _sac_sw(np.array(center[1]), np.array(center[2]))
+            ang = float(s) / SACRAL_RADIUS_MM
+            uyz = math.cos(ang) * _U0 + math.sin(ang) * _A0
+            u = np.array([0.0, -uyz[0], -uyz[1]])
+        else:
+            u = np.array([0.0, -1.0, 0.0])
+        length = ext["length_mm"]
+    else:
+        u = np.array([1.0 if toward == "left" else -1.0, 0.0, 0.0])
+        length = ext["length_mm"]
+    rad = ext["diameter_mm"] / 2
+    tip = center + (r + length) * u
+    cap = _capsule(cv, center, tip - rad * u, rad)
+    if cap is None:
+        raise InputError(f"lesion_extension of {lv} toward {toward} lies outside the field of view")
+    box, inside = cap[0], cap[1]
+    sl = box[0]
+    soft = np.isin(hu[sl], [HU[k] for k in _MASS_REPLACES])
+    for nm, m in masks.items():
+        if any(key in nm for key in _MASS_AVOIDS) and not nm.startswith("_"):
+            soft &= ~m[sl]
+    vb = masks[f"vertebral_body_{lv}"][sl]
+    cand = np.broadcast_to(inside, soft.shape) & (soft | vb) & ~taken[sl]
+    own = masks[tname][sl]
+    lab, _ = ndimage.label(cand | own, structure=np.ones((3, 3, 3), bool))
+    keep = np.isin(lab, np.unique(lab[own & (lab > 0)]))
+    new = cand & keep & ~own
+    hu[sl][new & vb] = lesion_hu
+    hu[sl][new & ~vb] = HU["mass"]
+    masks[tname][sl] |= new
+    taken[sl] |= new
+    return LesionExtension(lv, toward, float(length), float(ext["diameter_mm"]), tuple(float(c) for c in tip),
+                           float(np.count_nonzero(new & ~vb)) * cv.grid.voxel_volume_mm3 / 1000.0)
 
 
 # ============================================================================ painters
@@ -1009,8 +1337,12 @@ def _paint_soft_tissue(cv: _Canvas, paint) -> None:
 
 
 def _paint_lumbar_spine(cv: _Canvas, paint, masks: dict, shape, levels: Sequence[str], include_thoracic: bool,
-                        shell: float, z_lo: float, z_hi: float) -> None:
-    """Vertebrae T10-L5 with canal, cord/cauda; the treated ones outlined (body, pedicles) with their inner body."""
+                        shell: float, z_lo: float, z_hi: float, fractures: Mapping[str, float] | None = None) -> None:
+    """Vertebrae T10-L5 with canal, cord/cauda; the treated ones outlined (body, pedicles) with their inner body.
+
+    ``fractures``: ``{level: anterior height loss}``, wedge fractures (:func:`_wedge_top_z`).
+    """
+    fractures = fractures or {}
     z_conus = (_Z["L1"] + _Z["L2"]) / 2
     for name in _ORDER:
         seg_lo, seg_hi = _segment(name)
@@ -1023,17 +1355,28 @@ def _paint_lumbar_spine(cv: _Canvas, paint, masks: dict, shape, levels: Sequence
         y0 = BODY_Y_MM
         y_can = y0 + b_ + L.canal_depth / 2
         # discs (own half-discs of this segment)
+        loss = fractures.get(name, 0.0)
         db = cv.box((-a_, y0 - b_, max(seg_lo, -1e9)), (a_, y0 + b_, min(seg_hi, 1e9)))
         if db is not None:
             _, Zd, Yd, Xd = db
-            disc = _superellipse(Xd, Yd - y0, a_, b_, 2.5) & (np.abs(Zd - zc_) > h2)
+            if loss:  # wedge fracture: the space above the collapsed endplate is disc
+                level_ok = (Zd < zc_ - h2) | (Zd > _wedge_top_z(name, loss, Yd))
+            else:
+                level_ok = np.abs(Zd - zc_) > h2
+            disc = _superellipse(Xd, Yd - y0, a_, b_, 2.5) & level_ok
             paint(db, disc, HU["disc"])
         # body: cortex + cancellous
         bb = cv.box((-a_, y0 - b_, zc_ - h2), (a_, y0 + b_, zc_ + h2))
         if bb is not None:
             _, Zb, Yb, Xb = bb
-            outer_b = _superellipse(Xb, Yb - y0, a_, b_, 2.5) & (np.abs(Zb - zc_) <= h2)
-            inner_b = _superellipse(Xb, Yb - y0, a_ - shell, b_ - shell, 2.5) & (np.abs(Zb - zc_) <= h2 - shell)
+            if loss:  # the superior endplate and its cortex drawn at the collapsed height
+                top = _wedge_top_z(name, loss, Yb)
+                outer_b = _superellipse(Xb, Yb - y0, a_, b_, 2.5) & (Zb >= zc_ - h2) & (Zb <= top)
+                inner_b = (_superellipse(Xb, Yb - y0, a_ - shell, b_ - shell, 2.5) & (Zb >= zc_ - h2 + shell)
+                           & (Zb <= top - shell))
+            else:
+                outer_b = _superellipse(Xb, Yb - y0, a_, b_, 2.5) & (np.abs(Zb - zc_) <= h2)
+                inner_b = _superellipse(Xb, Yb - y0, a_ - shell, b_ - shell, 2.5) & (np.abs(Zb - zc_) <= h2 - shell)
             paint(bb, outer_b, HU["cortical"], "bone", *((f"vertebral_body_{name}",) if treated else ()))
             paint(bb, inner_b, HU["cancellous"])
             if treated:
@@ -1402,7 +1745,7 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
     il_in = (block_in | psis_in) & il
 
     # paint: joint space, sacral bone (cortex, then cancellous by region), residual disc, canal contents
-    paint(sb, full(joint), HU["joint"])
+    paint(sb, full(joint), HU["joint"], "_joint")
     bone_f = full(bone)
     if "spinal_canal" in masks:  # the L5 canal above the sacrum stays open
         bone_f &= ~masks["spinal_canal"][sl]
@@ -1439,7 +1782,7 @@ def _paint_pelvic_bone(cv: _Canvas, paint, mask, masks: dict, levels: Sequence[s
             w_mid = _WP + 0.45 * float(p_f["cd"])
             c0 = sacral_point_mm(sgn * (float(p_f["cw"]) / 2 - 1.0), f.s, w_mid)
             w_front = float(_lat_front(np.array(f.x_ant), p_f))
-            an = sacral_point_mm(sgn * f.x_ant, f.s + 1.0, w_front - 1.5)
+            an = _anterior_foramen_mm(lv, sgn)
             an2 = sacral_point_mm(sgn * (f.x_ant + 7.0), f.s + 8.0, w_front - 10.0)
             p_p = _profiles(np.array(f.s_post))
             w_back = float(_lat_back(np.array(f.x_post), p_p))

@@ -5,6 +5,7 @@ Format (paths are relative to the case file)::
     {
       "format": "seedplan-case/1",
       "name": "patient 001, L3 metastasis",
+      "description": "one paragraph shown in the report",  # optional
       "ct": "ct/",                                  # DICOM folder, .nii.gz, .nrrd or .mha
       "ct_series_uid": "1.2.3...",                  # optional: pick one series in a folder
       "patient_position": "HFP",                    # optional for NIfTI/NRRD/MHA (a DICOM CT gives its own)
@@ -46,8 +47,8 @@ from ..sources import load_seed_model
 log = logging.getLogger("seedplan")
 
 FORMAT = "seedplan-case/1"
-_KEYS = {"format", "name", "ct", "ct_series_uid", "patient_position", "structures", "roles", "prescription",
-         "planning", "patient"}
+_KEYS = {"format", "name", "description", "ct", "ct_series_uid", "patient_position", "structures", "roles",
+         "prescription", "planning", "patient"}
 #: Structure sources, in order of precedence: a name given by an earlier source wins over a later one
 #: (hand-drawn contours over an auto-segmentation).
 _SOURCES = ("masks", "rtstruct", "label_map", "totalsegmentator")
@@ -142,6 +143,9 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
     except InputError as exc:
         raise FileFormatError(f"{src}: {exc}") from None
     name = str(data.get("name") or src.stem)
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise FileFormatError(f"{src}: description must be a string (one paragraph shown in the report)")
     reference = {
         "name": name,
         "case_file": str(src.resolve()),
@@ -149,6 +153,8 @@ def load_case(path: str | Path, *, seed_model_file: bool = True) -> Case:
         "ct_series_uid": ct.series_uid,
         "ct_sha256": ct.content_sha256,
     }
+    if description:
+        reference["description"] = description
     if patient:
         reference["patient"] = patient
     return Case(name, ct, structures, presc, planning, reference)
@@ -199,9 +205,17 @@ def _load_structures(st: Any, ct: CTImage, base: Path, src: Path) -> StructureSe
 
 def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, label_map: str | None = None,
                     legend: str | None = None, name: str = "", prescription: Prescription | None = None,
-                    planning: PlanningOptions | Mapping[str, Any] | None = None) -> Path:
-    """Write a case file (paths are stored relative to the case file's folder when possible)."""
+                    planning: PlanningOptions | Mapping[str, Any] | None = None, description: str | None = None,
+                    patient: Mapping[str, Any] | None = None) -> Path:
+    """Write a case file (paths are stored relative to the case file's folder when possible).
+
+    ``description``: a paragraph the report shows; ``patient``: the clinical block
+    (:func:`~seedplan.plan._context.patient_from_dict`, validated here).
+    """
     dest = Path(path)
+    if description is not None and not isinstance(description, str):
+        raise InputError(f"description must be a string, got {type(description).__name__}")
+    patient_block = patient_from_dict(patient) if patient is not None else None
 
     def rel(p: str) -> str:
         try:
@@ -216,6 +230,10 @@ def write_case_file(path: str | Path, *, ct: str, rtstruct: str | None = None, l
     else:
         raise InputError("write_case_file needs rtstruct, or label_map and legend")
     data: dict[str, Any] = {"format": FORMAT, "name": name or dest.stem, "ct": rel(ct), "structures": structures}
+    if description:
+        data["description"] = description
+    if patient_block:
+        data["patient"] = patient_block
     if prescription is not None:
         data["prescription"] = prescription.to_dict()
     if planning:
@@ -269,13 +287,16 @@ def phantom_info(phantom: Any, *, series_uid: str | None, version: str) -> dict[
     }
 
 
-def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
+def write_phantom_case(phantom: Any, out_dir: str | Path, *, name: str | None = None, description: str | None = None,
+                       patient: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write a spine phantom as a planning case folder, with its case file.
 
     Writes ``OUT/ct/`` (DICOM CT series), ``OUT/rtstruct.dcm`` (referencing
     that series), ``OUT/labels.nii.gz`` + ``OUT/labels.json`` (legend),
     ``OUT/phantom.json`` (lesion parameters) and ``OUT/case.json``.  Every
-    file is written atomically.
+    file is written atomically.  ``name``, ``description`` and ``patient``
+    go into the case file (:func:`write_case_file`); the default name
+    describes the phantom.
 
     Returns
     -------
@@ -289,6 +310,8 @@ def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
 
     if not isinstance(phantom, SpinePhantom):
         raise InputError(f"write_phantom_case needs a SpinePhantom, got {type(phantom).__name__}")
+    if patient is not None:  # before the slices are written
+        patient_from_dict(patient)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
@@ -302,6 +325,7 @@ def write_phantom_case(phantom: Any, out_dir: str | Path) -> dict[str, Path]:
 
     info = phantom_info(phantom, series_uid=ct.series_uid, version=__version__)
     info_path = write_text_atomic(out / "phantom.json", json.dumps(info, indent=2) + "\n")
-    name = (f"seedplan spine phantom {phantom.level} {phantom.lesion_type} {phantom.lesion_diameter_mm:g} mm")
-    case = write_case_file(out / "case.json", ct=str(out / "ct"), rtstruct=str(rt), name=name)
+    name = name or f"seedplan spine phantom {phantom.level} {phantom.lesion_type} {phantom.lesion_diameter_mm:g} mm"
+    case = write_case_file(out / "case.json", ct=str(out / "ct"), rtstruct=str(rt), name=name,
+                           description=description, patient=patient)
     return {"ct": out / "ct", "rtstruct": rt, "labels": lab, "legend": legend, "info": info_path, "case": case}

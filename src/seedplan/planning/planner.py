@@ -487,9 +487,18 @@ def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level
         return
     organs = [x for x in s.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
     volume = opt.cement_volume_mL
-    cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target, level=level if c.multilevel else None,
-                         volume_mL=volume,
-                         material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model], organs=organs)
+    try:
+        cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target, level=level if c.multilevel else None,
+                             volume_mL=volume, material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model],
+                             organs=organs)
+    except InputError as exc:
+        if opt.cement_volume_mL is not None:  # a volume the user asked for and cannot have: say so and stop
+            raise
+        # e.g. the tips land in dense (blastic) tumour with no cancellous bone to inject into: the seeds are
+        # still planned, without cement, and the plan says why
+        c.notes.append(where + f"cement not planned: {exc}")
+        log.warning(c.notes[-1])
+        return
     c.cements.append(cement)
     r = cement.result
     log.info("cement%s: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", f" {body.name}" if c.multilevel else "",

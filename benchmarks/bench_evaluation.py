@@ -4,9 +4,10 @@
   voxel, ``SamplingOptions(adaptive=False)``); throughput in structure sub-points covered per second
   (the exact path's sample count divided by the time), the ratio, and the largest relative difference
   of D90, V100 and the OAR D0.1cc.
-* ``corrected_dose_metrics``: the block-skipping ray traversal against the previous voxel-by-voxel one
-  (:func:`seedplan.dose.heterogeneity._reference_attenuation_factors`); throughput in seed-point pairs per
-  second and the ratio, and the largest relative difference of the corrected metrics.
+* ``corrected_dose_metrics``: the default path (one pass over every structure, block-skipping rays, each
+  organ traced exactly only where it may reach its hottest 1 cm^3) against the first one (every point of
+  every structure, voxel-by-voxel rays: ``exact=True`` with the reference traversal); throughput in
+  seed-point pairs per second and the ratio, and the largest relative difference of the corrected metrics.
 
 Run: pytest benchmarks/bench_evaluation.py --benchmark-only
 """
@@ -63,12 +64,15 @@ def exact_sampling(monkeypatch):
 
 @pytest.fixture
 def reference_rays(monkeypatch):
-    """The corrected dose with the previous voxel-by-voxel traversal."""
+    """The corrected dose as it was first computed: every point of every structure traced
+    (``exact=True``) with the voxel-by-voxel traversal instead of the block-skipping one."""
+    import numpy as np
 
-    def ref(points_mm, seeds_mm, mu_volume_cm, grid, *, mu_water_cm=het.MU_WATER_CM, step_mm=None):
-        return het._reference_attenuation_factors(points_mm, seeds_mm, mu_volume_cm, grid, mu_water_cm=mu_water_cm)
+    def ref(pts_idx, seeds_idx, pts_mm, seeds_mm, mu, mu_w, _bcode):
+        lengths_cm = np.linalg.norm(pts_mm[:, None, :] - seeds_mm[None, :, :], axis=2) / 10.0
+        return het._factors_kernel(pts_idx, seeds_idx, np.ascontiguousarray(lengths_cm), mu, mu_w, 0.0)
 
-    monkeypatch.setattr(het, "attenuation_factors", ref)
+    monkeypatch.setattr(het, "_factors_skip", ref)
 
 
 def _key_metrics(m):
@@ -102,8 +106,9 @@ def test_corrected_dose_fast(benchmark, case, eval_results):
 
 def test_corrected_dose_reference(benchmark, case, eval_results, reference_rays):
     ph, plan = case
-    corrected_dose_metrics(plan, ph.ct, ph.structures)  # warm-up of the reference kernel
-    m = benchmark.pedantic(corrected_dose_metrics, args=(plan, ph.ct, ph.structures), rounds=2, iterations=1)
+    corrected_dose_metrics(plan, ph.ct, ph.structures, exact=True)  # warm-up of the reference kernel
+    m = benchmark.pedantic(corrected_dose_metrics, args=(plan, ph.ct, ph.structures), kwargs={"exact": True},
+                           rounds=2, iterations=1)
     r = eval_results.setdefault("corrected", {})
     r["reference"] = (_best(benchmark), _flat(m))
     # seed-point pairs: structure points at 1 /mm^3 times seeds

@@ -1,7 +1,6 @@
 """Sacral plans of the demo's geometry (a lesion 5 mm anterior of the body's centre, clear of the canal)."""
 
 import numpy as np
-import pytest
 
 from seedplan.demo import demo_lesion_offsets
 from seedplan.imaging import make_spine_phantom

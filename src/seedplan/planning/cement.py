@@ -541,8 +541,12 @@ def simulate_cement(
                 f"needle_tips_mm[{t}] = ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm lies outside the vertebral body mask; "
                 "PVP needle tips must be inside the vertebral body"
             )
+    from ._raycast import mask_bbox
+
     hu_all = ct.hu
-    fillable = int((vb & (hu_all < cortical_hu)).sum())
+    vb_lo, vb_hi = mask_bbox(vb)  # vb is not empty (checked above)
+    vb_box = tuple(slice(a, b + 1) for a, b in zip(vb_lo, vb_hi))
+    fillable = int((vb[vb_box] & (hu_all[vb_box] < cortical_hu)).sum())
     n_target = max(1, int(round(vol_req * 1000.0 / vv_mm3)))
     if n_target > fillable:
         raise InputError(
@@ -553,10 +557,9 @@ def simulate_cement(
     # ---------------------------------------------------------------- crop
     sp_zyx = grid.spacing[::-1].copy()
     nzyx = np.array(grid.shape)
-    where = np.argwhere(vb)
     pad = np.ceil(margin_mm / sp_zyx).astype(int) + 1
-    lo = np.maximum(where.min(0) - pad, 0)
-    hi = np.minimum(where.max(0) + pad + 1, nzyx)
+    lo = np.maximum(np.array(vb_lo) - pad, 0)
+    hi = np.minimum(np.array(vb_hi) + pad + 1, nzyx)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     vbc = vb[sl]
     hu = np.asarray(hu_all[sl], dtype=np.float64)
@@ -975,25 +978,61 @@ def _outside(cement: np.ndarray, vb: np.ndarray, grid: Grid, organs: Sequence[St
     (inside the body) the cement fills."""
     from scipy import ndimage
 
-    out: dict[str, Any] = {"outside_vertebral_body_mL": round(float((cement & ~vb).sum()) * grid.voxel_volume_mm3
-                                                             / 1000.0, 3), "nearest_organ": None}
-    if lesion is not None and (lesion & vb).any():
-        out["lesion_filled_pct"] = round(100.0 * float((cement & lesion & vb).sum()) / float((lesion & vb).sum()), 2)
-    if not cement.any() or not organs:
+    from scipy.spatial import cKDTree
+
+    from ._raycast import mask_bbox
+
+    def crop(bb):  # the voxels of a bounding box
+        return tuple(slice(a, b + 1) for a, b in zip(*bb))
+
+    c_bb, v_bb = mask_bbox(cement), mask_bbox(vb)
+    # counted in the boxes of the cement and of the vertebral body (nothing outside them can count)
+    outside = int((cement[crop(c_bb)] & ~vb[crop(c_bb)]).sum()) if c_bb is not None else 0
+    out: dict[str, Any] = {"outside_vertebral_body_mL": round(float(outside) * grid.voxel_volume_mm3 / 1000.0, 3),
+                           "nearest_organ": None}
+    if lesion is not None and v_bb is not None:
+        lv = lesion[crop(v_bb)] & vb[crop(v_bb)]
+        if lv.any():
+            out["lesion_filled_pct"] = round(100.0 * float((cement[crop(v_bb)] & lv).sum()) / float(lv.sum()), 2)
+    if c_bb is None or not organs:
         return out
     sp = np.asarray(grid.spacing_mm, dtype=float)[::-1]
-    idx = np.argwhere(cement)
+    c_lo, c_hi = (np.array(x) for x in c_bb)
     pad = np.ceil(60.0 / sp).astype(int)
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, cement.shape)
+    lo = np.maximum(c_lo - pad, 0)
+    hi = np.minimum(c_hi + pad + 1, cement.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    dist = ndimage.distance_transform_edt(~cement[box], sampling=sp)  # mm to the nearest cement voxel
+    # The organs with voxels in the box around the cement, and the distance (mm) from the cement to their
+    # nearest voxel in it: the distance of an organ voxel to the cement is that to the cement's surface, and the
+    # organ's nearest voxel is on its surface (inside the box), so only surface voxels are compared.
+    cross = ndimage.generate_binary_structure(3, 1)
+
+    def surface(m: np.ndarray, bb=None) -> np.ndarray:
+        """Indices (z, y, x) in ``m`` of its voxels with a 6-neighbour outside it (or outside ``m``)."""
+        bb = mask_bbox(m) if bb is None else bb
+        if bb is None:
+            return np.zeros((0, 3), np.int64)
+        sl = tuple(slice(a, b + 1) for a, b in zip(*bb))
+        sub = m[sl]
+        edge = sub & ~ndimage.binary_erosion(sub, structure=cross, border_value=0)
+        return np.argwhere(edge) + np.array(bb[0], np.int64)
+
+    cem = cement[box]
+    tree = cKDTree(surface(cem) * sp)
+    cem_lo, cem_hi = np.array(c_bb[0]) - lo, np.array(c_bb[1]) - lo  # the cement's own box, in the box
     best = None
     for s in organs:
         m = s.mask_on(grid)[box]
-        if m.any():
-            d = float(dist[m].min())
-            if best is None or d < best["distance_mm"]:
-                best = {"name": s.name, "distance_mm": round(d, 1)}
+        bb = mask_bbox(m)
+        if bb is None:
+            continue
+        o_lo, o_hi = np.maximum(bb[0], cem_lo), np.minimum(bb[1], cem_hi)  # where both can be
+        both = tuple(slice(a, b + 1) for a, b in zip(o_lo, o_hi)) if np.all(o_lo <= o_hi) else None
+        if both is not None and (m[both] & cem[both]).any():
+            d = 0.0
+        else:
+            d = float(tree.query(surface(m, bb) * sp, k=1)[0].min())
+        if best is None or d < best["distance_mm"]:
+            best = {"name": s.name, "distance_mm": round(d, 1)}
     out["nearest_organ"] = best
     return out

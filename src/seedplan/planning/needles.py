@@ -230,15 +230,22 @@ def _sample_directions(max_tilt: float, max_inplane: float, step: float) -> np.n
     return _direction(t[order], b[order])
 
 
+def _cross(a: Any, b: Any) -> np.ndarray:
+    """``np.cross`` of two 3-vectors, term for term the same float operations, without its array overhead."""
+    a0, a1, a2 = (float(x) for x in a)
+    b0, b1, b2 = (float(x) for x in b)
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+
+
 def _perp_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Basis (u, v) of the plane normal to d; u stays in the axial plane (x-like), v is z-like."""
-    u = np.cross(d, [0.0, 0.0, 1.0])
+    u = _cross(d, (0.0, 0.0, 1.0))
     if np.linalg.norm(u) < 1e-6:
-        u = np.cross(d, [1.0, 0.0, 0.0])
+        u = _cross(d, (1.0, 0.0, 0.0))
     u /= np.linalg.norm(u)
     if u[0] < 0:
         u = -u
-    v = np.cross(d, u)
+    v = _cross(d, u)
     v /= np.linalg.norm(v)
     if v[2] < 0:
         v = -v
@@ -276,30 +283,28 @@ class _Scene:
             names.append(k)
             masks.append(_check_mask(m, grid, k))
             margins.append(constraints.margin_for(k))
-        labels = np.zeros(grid.shape, np.uint8)
-        labels[self.target] |= 1 << _BIT_TARGET
+        # the label bits (and the bone outside the corridor) in one pass over the grid
         self.has_bone = bone is not None
-        if bone is not None:
-            bone = _check_mask(bone, grid, "bone")
-            bad = bone.copy()
-            if bone_allowed is not None:
-                bad &= ~_check_mask(bone_allowed, grid, "bone_allowed")
-            labels[bone] |= 1 << _BIT_BONE
-            labels[bad] |= 1 << _BIT_BAD_BONE
-            if not constraints.allow_bone_drill:
-                names.append(_BAD_BONE_NAME)
-                masks.append(bad)
-                margins.append(constraints.bone_margin_mm)
-        if aux is not None:
-            labels[aux] |= 1 << _BIT_AUX
+        none = np.zeros(1, bool)
+        bone = _check_mask(bone, grid, "bone") if bone is not None else None
+        allowed = _check_mask(bone_allowed, grid, "bone_allowed") if bone is not None and bone_allowed is not None \
+            else None
+        aux_m = np.asarray(aux, dtype=bool) if aux is not None else None
+        labels, bad = rc.label_field(self.target, none if bone is None else bone,
+                                     none if allowed is None else allowed, none if aux_m is None else aux_m,
+                                     bone is not None, allowed is not None, aux_m is not None)
+        if bone is not None and not constraints.allow_bone_drill:
+            names.append(_BAD_BONE_NAME)
+            masks.append(bad)
+            margins.append(constraints.bone_margin_mm)
         self.labels = labels
         self.names = names
         self.margins = np.array(margins, float)
-        self.empty = np.array([not m.any() for m in masks], bool)
         cap = float(max(margins, default=0.0)) + 25.0
         self.cap = cap
         sp = grid.spacing
-        self.dist = rc.distance_maps(masks, (sp[2], sp[1], sp[0]), cap)
+        self.dist = rc.distance_boxes(masks, (sp[2], sp[1], sp[0]), cap)
+        self.empty = np.array([not self.dist.shape[s].any() for s in range(len(masks))], bool)
         self.body_u8 = self.body.view(np.uint8)
         self.h = 0.5 * float(sp.min())
         self.D = grid.direction_matrix
@@ -328,12 +333,18 @@ class _Scene:
         first, last, cnt = rc.line_chords(starts, self.step_idx(dirs, h), n, mask.view(np.uint8))
         return first * h - half_len, last * h - half_len, cnt * h, first >= 0
 
-    def trace(self, tips: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
-        """Feasibility of segments ending at ``tips`` with entry->tip directions ``dirs``."""
+    def trace(self, tips: np.ndarray, dirs: np.ndarray, *, early: bool = False) -> dict[str, np.ndarray]:
+        """Feasibility of segments ending at ``tips`` with entry->tip directions ``dirs``.
+
+        ``early``: a segment stops at the first margin it certainly violates (status 4): ``ok`` and
+        everything about the feasible segments are the same, the rest is partial (trace again without
+        it for the reasons of a failure).
+        """
         h = self.h
         max_steps = int(math.floor(self.c.max_depth_mm / h))
         n_in, status, clear, blen = rc.march_from_tips(
-            self.to_idx(tips), self.step_idx(-dirs, h), h, max_steps, self.body_u8, self.labels, self.dist, self.sp
+            self.to_idx(tips), self.step_idx(-dirs, h), h, max_steps, self.body_u8, self.labels, self.dist, self.sp,
+            stop_below_mm=self.margins if early and len(self.names) else None,
         )
         depth = (n_in - 1).clip(0) * h
         entries = tips - depth[:, None] * dirs
@@ -391,8 +402,17 @@ class _Scene:
         return ": ".join(parts[:2]) + ". " + " ".join(parts[2:]) if len(parts) == 3 else ". ".join(parts)
 
 
+def _argwhere(mask: np.ndarray) -> np.ndarray:
+    """``np.argwhere(mask)`` (the same rows in the same order), searched in the mask's bounding box only."""
+    bb = rc.mask_bbox(mask)
+    if bb is None:
+        return np.zeros((0, 3), np.int64)
+    lo, hi = bb
+    return np.argwhere(mask[tuple(slice(a, b + 1) for a, b in zip(lo, hi))]) + np.array(lo, np.int64)
+
+
 def _target_points(scene: _Scene, rng: np.random.Generator, max_points: int = 2500) -> np.ndarray:
-    idx = np.argwhere(scene.target)  # (k, j, i)
+    idx = _argwhere(scene.target)  # (k, j, i)
     if len(idx) > max_points:
         idx = idx[np.sort(rng.choice(len(idx), max_points, replace=False))]
     return scene.grid.index_to_world(idx[:, ::-1].astype(float))
@@ -413,9 +433,18 @@ def _lines_for_direction(
     b = rel @ v - offset[1]
     ia = np.floor(a / pitch + 0.5).astype(int)
     ib = np.floor(b / pitch + 0.5).astype(int)
-    big = 1 << 20
-    key = np.unique((ia + big // 2) * big + (ib + big // 2))
-    cells = np.stack([key // big - big // 2, key % big - big // 2], axis=1)
+    # the distinct (ia, ib) cells in increasing (ia, ib) order, marked on their 2-D range when it is small
+    a0, b0 = ia.min(), ib.min()
+    na, nb_ = int(ia.max() - a0) + 1, int(ib.max() - b0) + 1
+    if na * nb_ <= max(1 << 16, 8 * ia.size):
+        seen = np.zeros((na, nb_), bool)
+        seen[ia - a0, ib - b0] = True
+        ca, cb = np.nonzero(seen)
+        cells = np.stack([ca + a0, cb + b0], axis=1)
+    else:
+        big = 1 << 20
+        key = np.unique((ia + big // 2) * big + (ib + big // 2))
+        cells = np.stack([key // big - big // 2, key % big - big // 2], axis=1)
     centres = (
         centre
         + (cells[:, 0:1] * pitch + offset[0]) * u[None, :]
@@ -425,15 +454,16 @@ def _lines_for_direction(
 
 
 def _evaluate_lines(
-    scene: _Scene, centres: np.ndarray, dirs: np.ndarray, region: np.ndarray, half_len: float, inset: float
+    scene: _Scene, centres: np.ndarray, dirs: np.ndarray, region: np.ndarray, half_len: float, inset: float,
+    early: bool = False,
 ) -> tuple:
-    """Tips on lines through ``region`` and their feasibility."""
+    """Tips on lines through ``region`` and their feasibility (``early``: see :meth:`_Scene.trace`)."""
     s0, s1, count, hit = scene.chords(centres, dirs, region, half_len)
     tip_s = np.maximum(s1 - inset, 0.5 * (s0 + s1))
     centres, dirs, s0, s1, count, tip_s = (x[hit] for x in (centres, dirs, s0, s1, count, tip_s))
     tips = centres + tip_s[:, None] * dirs
     prox = centres + s0[:, None] * dirs
-    tr = scene.trace(tips, dirs) if len(tips) else None
+    tr = scene.trace(tips, dirs, early=early) if len(tips) else None
     return tips, prox, dirs, count, tr
 
 
@@ -460,12 +490,14 @@ def _greedy(
 ) -> tuple[list[int], float]:
     """Pick needles greedily: 100*coverage gain - w*J, keeping needles apart."""
     n, m = cover.shape
+    compat = _Compatible(prox, tips, entries, c)
+    packed = rc.PackedCover(cover)
     covered = np.zeros(m, bool)
     allowed = np.ones(n, bool)
     chosen: list[int] = []
     limit = n_needles if n_needles is not None else c.max_needles
     while len(chosen) < limit and allowed.any():
-        gain = cover[:, ~covered].sum(axis=1) / max(m, 1)
+        gain = packed.uncovered(covered) / max(m, 1)  # cover[:, ~covered].sum(axis=1), from popcounts
         if n_needles is None:
             if covered.mean() >= c.coverage_goal:
                 break
@@ -480,15 +512,28 @@ def _greedy(
         covered |= cover[best]
         allowed[best] = False
         if check_distance:
-            dd = rc.segments_distance(prox[best], tips[best], prox, tips)
-            allowed &= dd >= c.min_needle_distance_mm - 1e-9
-            de = np.linalg.norm(entries - entries[best], axis=1)
-            allowed &= de >= c.min_entry_distance_mm - 1e-9
-            dt = rc.segments_distance(entries[best], tips[best], entries, tips)
-            allowed &= dt >= c.min_track_distance_mm - 1e-9
-    chosen = _improve(chosen, cover, cost, prox, tips, entries, c, check_distance)
+            allowed &= compat(best)
+    chosen = _improve(chosen, cover, cost, prox, tips, entries, c, check_distance, compat=compat, packed=packed)
     covered = cover[chosen].any(axis=0) if chosen else np.zeros(m, bool)
     return chosen, float(covered.mean()) if m else 0.0
+
+
+class _Compatible:
+    """``compat(o)``: the candidates that may go with needle ``o`` (needle, entry and track distances), computed
+    once per needle."""
+
+    def __init__(self, prox: np.ndarray, tips: np.ndarray, entries: np.ndarray, c: NeedleConstraints) -> None:
+        self.prox, self.tips, self.entries, self.c = prox, tips, entries, c
+        self.done: dict[int, np.ndarray] = {}
+
+    def __call__(self, o: int) -> np.ndarray:
+        if o not in self.done:
+            prox, tips, entries, c = self.prox, self.tips, self.entries, self.c
+            ok = rc.segments_distance(prox[o], tips[o], prox, tips) >= c.min_needle_distance_mm - 1e-9
+            ok &= np.linalg.norm(entries - entries[o], axis=1) >= c.min_entry_distance_mm - 1e-9
+            ok &= rc.segments_distance(entries[o], tips[o], entries, tips) >= c.min_track_distance_mm - 1e-9
+            self.done[o] = ok
+        return self.done[o]
 
 
 def _improve(
@@ -501,9 +546,13 @@ def _improve(
     c: NeedleConstraints,
     check_distance: bool,
     passes: int = 3,
+    compat: "_Compatible | None" = None,
+    packed: "rc.PackedCover | None" = None,
 ) -> list[int]:
     """Local search after the greedy pass: replace one needle at a time by the best compatible candidate."""
     n, m = cover.shape
+    compat = compat if compat is not None else _Compatible(prox, tips, entries, c)
+    packed = packed if packed is not None else rc.PackedCover(cover)
     chosen = list(chosen)
     if len(chosen) < 2 or m == 0:
         return chosen
@@ -516,10 +565,8 @@ def _improve(
             allowed[others] = False
             if check_distance:
                 for o in others:
-                    allowed &= rc.segments_distance(prox[o], tips[o], prox, tips) >= c.min_needle_distance_mm - 1e-9
-                    allowed &= np.linalg.norm(entries - entries[o], axis=1) >= c.min_entry_distance_mm - 1e-9
-                    allowed &= rc.segments_distance(entries[o], tips[o], entries, tips) >= c.min_track_distance_mm - 1e-9
-            value = 100.0 * cover[:, ~covered].sum(axis=1) / m - c.w_cost_vs_coverage * cost
+                    allowed &= compat(o)
+            value = 100.0 * packed.uncovered(covered) / m - c.w_cost_vs_coverage * cost
             cur = chosen[pos]
             value_allowed = np.where(allowed, value, -np.inf)
             best = int(np.argmax(value_allowed))
@@ -637,13 +684,15 @@ def _plan_free(scene: _Scene, pts, centre, half_len, n_needles) -> NeedlePlan:
         dirs.append(np.broadcast_to(d, cen.shape))
     centres = np.concatenate(centres)
     dirs = np.ascontiguousarray(np.concatenate(dirs))
-    tips, prox, dirs, chord, tr = _evaluate_lines(scene, centres, dirs, scene.target, half_len, c.tip_inset_mm)
+    tips, prox, dirs, chord, tr = _evaluate_lines(scene, centres, dirs, scene.target, half_len, c.tip_inset_mm,
+                                                  early=True)
     n_cand = len(tips)
     if tr is None:
         raise PlanningError(f"no candidate line crosses {scene.target_name!r}")
     short = tr["ok"] & (chord < c.min_chord_mm)
     ok = tr["ok"] & ~short
     if not ok.any():
+        tr = scene.trace(tips, dirs)  # every reason of every candidate
         raise PlanningError(
             scene.infeasible_message(
                 tr, n_cand, repr(scene.target_name), {f"target chord < {c.min_chord_mm:g} mm": int(short.sum())}
@@ -693,7 +742,7 @@ def _plan_coplanar(scene: _Scene, pts, centre, half_len, n_needles, spacing_mm) 
         raise PlanningError(f"no template line crosses {scene.target_name!r}")
     tips = cen + tip_s[:, None] * dirs
     prox = cen + s0[:, None] * dirs
-    tr = scene.trace(tips, dirs)
+    tr = scene.trace(tips, dirs, early=True)
     short = tr["ok"] & (count < c.min_chord_mm)
     good = tr["ok"] & ~short
     cost = scene.cost(tr, dirs, count)
@@ -717,7 +766,7 @@ def _plan_coplanar(scene: _Scene, pts, centre, half_len, n_needles, spacing_mm) 
         extra = {f"target chord < {c.min_chord_mm:g} mm": int(short.sum())}
         if n_needles is not None and good.any():
             extra[f"template positions with fewer than {n_needles} feasible lines"] = len(configs)
-        raise PlanningError(scene.infeasible_message(tr, n_cand, repr(scene.target_name), extra))
+        raise PlanningError(scene.infeasible_message(scene.trace(tips, dirs), n_cand, repr(scene.target_name), extra))
     _, k, idx, cov, n_feas = best
     d, u, v, off = configs[k]
     info = {
@@ -803,7 +852,7 @@ def pvp_needle_paths(
     if approach == "transpedicular" and (ped is None or not ped.any()):
         raise InputError("the transpedicular approach needs a non-empty 'pedicles' mask")
     # anterior third of the body (anterior = smaller y in LPS), per world y
-    vb_pts_idx = np.argwhere(vb)
+    vb_pts_idx = _argwhere(vb)
     vb_pts = grid.index_to_world(vb_pts_idx[:, ::-1].astype(float))
     y0, y1 = vb_pts[:, 1].min(), vb_pts[:, 1].max()
     ant = np.zeros_like(vb)
@@ -839,7 +888,7 @@ def pvp_needle_paths(
         dirs.append(np.broadcast_to(d, cen.shape))
     centres = np.concatenate(centres)
     dirs = np.ascontiguousarray(np.concatenate(dirs))
-    tips, prox, dirs, chord, tr = _evaluate_lines(scene, centres, dirs, ant, half_len, tip_inset_mm)
+    tips, prox, dirs, chord, tr = _evaluate_lines(scene, centres, dirs, ant, half_len, tip_inset_mm, early=True)
     if tr is None:
         raise PlanningError("no candidate line crosses the anterior third of 'vertebral_body'")
     in_ant = scene.in_mask(ant, tips)
@@ -872,7 +921,8 @@ def pvp_needle_paths(
             cand = np.nonzero(ok & (side == s))[0]
             if not len(cand):
                 what = f"the anterior third of 'vertebral_body' from the {s} ({approach})"
-                on_side = side == s
+                tr = scene.trace(tips, dirs)  # every reason of every candidate (and where it would enter)
+                on_side = np.where(tr["entry"][:, 0] > mid_x, "left", "right") == s
                 tr_side = {"viol": tr["viol"][on_side], "status": tr["status"][on_side]}
                 msg = scene.infeasible_message(tr_side, int(on_side.sum()), what, extras(on_side))
                 raise PlanningError(msg)
@@ -883,7 +933,8 @@ def pvp_needle_paths(
         cand = np.nonzero(ok)[0]
         if not len(cand):
             what = f"the anterior third of 'vertebral_body' ({approach})"
-            raise PlanningError(scene.infeasible_message(tr, len(tips), what, extras(np.ones(len(tips), bool))))
+            raise PlanningError(scene.infeasible_message(scene.trace(tips, dirs), len(tips), what,
+                                                         extras(np.ones(len(tips), bool))))
         total = cost + 1.0 * np.abs(tips[:, 0] - mid_x)
         b = int(cand[np.argmin(total[cand])])
         labels[b] = f"unilateral-{side[b]}"

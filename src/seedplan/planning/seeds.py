@@ -41,10 +41,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numba as nb
 import numpy as np
 
 from ..errors import InputError, PlanningError
-from ..evaluation.dvh import dose_covering
+from ..evaluation.dvh import _RTOL, dose_covering
 from ..plan import Goal
 
 __all__ = ["Aims", "SeedSolution", "optimise_seeds", "plan_quality"]
@@ -73,21 +74,28 @@ class Aims:
     @property
     def target(self) -> tuple[tuple[Goal, float, float], ...]:
         """``(goal, level_Gy, percent)`` of each target goal."""
-        out = []
-        for g in self.goals:
-            c = g.volume_condition(self.prescription_Gy) if g.group == "target" else None
-            if c is not None:
-                out.append((g, *c))
-        return tuple(out)
+        memo = self.__dict__.setdefault("_memo", {})  # the goals never change: worked out once
+        if "target" not in memo:
+            out = []
+            for g in self.goals:
+                c = g.volume_condition(self.prescription_Gy) if g.group == "target" else None
+                if c is not None:
+                    out.append((g, *c))
+            memo["target"] = tuple(out)
+        return memo["target"]
 
     def organ(self, names: Sequence[str]) -> tuple[tuple[Goal, float], ...]:
         """``(goal, hottest volume cm^3)`` of each organ goal the samples of ``names`` can measure."""
-        out = []
-        for g in self.goals:
-            vol = g.hottest_volume_cm3() if g.group != "target" and g.structure in names else None
-            if vol is not None:
-                out.append((g, vol))
-        return tuple(out)
+        memo = self.__dict__.setdefault("_memo", {})
+        key = ("organ", tuple(names))
+        if key not in memo:
+            out = []
+            for g in self.goals:
+                vol = g.hottest_volume_cm3() if g.group != "target" and g.structure in names else None
+                if vol is not None:
+                    out.append((g, vol))
+            memo[key] = tuple(out)
+        return memo[key]
 
 
 def _key(g: Goal) -> str:
@@ -135,6 +143,103 @@ def _volume_pct(d: np.ndarray, w: np.ndarray, level_Gy: float) -> np.ndarray:
     return (d >= level_Gy - 1e-9).astype(float).T @ w * (100.0 / w.sum())
 
 
+@nb.njit(cache=True)
+def _sum_columns_kernel(A, sel):
+    out = np.empty(A.shape[0])
+    k = sel.shape[0]
+    for r in range(A.shape[0]):
+        acc = A[r, sel[0]]
+        for i in range(1, k):
+            acc += A[r, sel[i]]
+        out[r] = acc
+    return out
+
+
+@nb.njit(cache=True)
+def _move_indicators(d, SA, gone, added, level):
+    """``(dose >= level)`` as 0.0 / 1.0 for every candidate plan, one column each.
+
+    Candidate ``c`` is the current plan ``d`` less the seed ``gone[c]`` (-1: none) plus the seed
+    ``added[c]`` (-1: none), with the same float operations as ``(d - SA[:, j]) + SA[:, f]``.
+    """
+    n = d.shape[0]
+    k = gone.shape[0]
+    out = np.empty((n, k))
+    for r in range(n):
+        for c in range(k):
+            v = d[r]
+            if gone[c] >= 0:
+                v = v - SA[r, gone[c]]
+            if added[c] >= 0:
+                v = v + SA[r, added[c]]
+            out[r, c] = 1.0 if v >= level else 0.0
+    return out
+
+
+@nb.njit(cache=True)
+def _sum_rows_kernel(At, sel):
+    out = At[sel[0]].copy()
+    for i in range(1, sel.shape[0]):
+        row = At[sel[i]]
+        for r in range(out.shape[0]):
+            out[r] += row[r]
+    return out
+
+
+#: ``id(A) -> (A, A.T as a C array)`` of the influence matrices of the optimisations running: a column of
+#: ``A`` is then a contiguous row to add.
+_TRANSPOSED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _sum_columns(A: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """``A[:, sel].sum(axis=1)`` without gathering the columns.
+
+    On an (N, k) array with N >= 2 rows NumPy adds the columns one after the
+    other, left to right, for every row; the kernels do the same additions in
+    the same order, so the sums are the same bit for bit (tested against NumPy).
+    """
+    if A.shape[0] < 2 or sel.size == 0 or A.dtype != np.float64:
+        return A[:, sel].sum(axis=1)
+    hit = _TRANSPOSED.get(id(A))
+    if hit is not None and hit[0] is A:
+        return _sum_rows_kernel(hit[1], np.ascontiguousarray(sel, dtype=np.int64))
+    if not A.flags.c_contiguous:
+        return A[:, sel].sum(axis=1)
+    return _sum_columns_kernel(A, np.ascontiguousarray(sel, dtype=np.int64))
+
+
+#: ``id(w) -> (w, cumsum(w) or None)`` of the sample weights of the optimisations running (asked for
+#: thousands of times during one).
+_CUMSUM: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+
+def _cumsum_if_equal(w: np.ndarray) -> np.ndarray | None:
+    return np.cumsum(w) if w[0] == w[-1] and np.all(w == w[0]) else None
+
+
+def _equal_weights_cumsum(w: np.ndarray) -> np.ndarray | None:
+    """``np.cumsum(w)`` when every weight is the same (None otherwise); worked out once per optimisation."""
+    hit = _CUMSUM.get(id(w))
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    return _cumsum_if_equal(w)
+
+
+def _covering(d: np.ndarray, w: np.ndarray, volume: float) -> float:
+    """:func:`~seedplan.evaluation.dvh.dose_covering`, without sorting when every sample weighs the same.
+
+    With equal weights the hottest-first cumulative volume is the same whatever the order of the
+    samples, so the answer is the ``idx``-th largest dose (``idx`` where that volume reaches
+    ``volume``), which :func:`numpy.partition` finds in linear time: the same value, bit for bit.
+    """
+    n = d.shape[0]
+    cum = _equal_weights_cumsum(w) if n >= 64 else None
+    if cum is None:
+        return dose_covering(d, w, volume)
+    idx = min(int(np.searchsorted(cum, volume * (1.0 - _RTOL), side="left")), n - 1)
+    return float(np.partition(d, n - 1 - idx)[n - 1 - idx])
+
+
 def plan_quality(
     x: np.ndarray,
     strength_U: float,
@@ -150,18 +255,24 @@ def plan_quality(
     the % receiving y % of the prescription, organ goals the minimum dose to
     the hottest v cm^3 (:func:`seedplan.evaluation.dvh.dose_covering`).
     """
+    return _quality(x, strength_U, A_target, w_target, A_oars, w_oars, aims)
+
+
+def _quality(x, strength_U, A_target, w_target, A_oars, w_oars, aims, *, organs_only: bool = False) -> dict[str, float]:
+    """:func:`plan_quality`; ``organs_only``: only the organ goals (what a check of the organ limits reads)."""
     sel = np.flatnonzero(x)
-    d = strength_U * A_target[:, sel].sum(axis=1) if sel.size else np.zeros(A_target.shape[0])
     q: dict[str, float] = {}
-    for g, _level, pct in aims.target:
-        if g.metric.startswith("V"):
-            q[_key(g)] = float(_volume_pct(d, w_target, _level))
-        else:
-            q[_key(g)] = dose_covering(d, w_target, pct / 100.0 * w_target.sum())
+    if not organs_only:
+        d = strength_U * _sum_columns(A_target, sel) if sel.size else np.zeros(A_target.shape[0])
+        for g, _level, pct in aims.target:
+            if g.metric.startswith("V"):
+                q[_key(g)] = float(_volume_pct(d, w_target, _level))
+            else:
+                q[_key(g)] = _covering(d, w_target, pct / 100.0 * w_target.sum())
     for g, vol in aims.organ(list(A_oars)):
         A = A_oars[g.structure]
-        do = strength_U * A[:, sel].sum(axis=1) if sel.size else np.zeros(A.shape[0])
-        q[_key(g)] = dose_covering(do, w_oars[g.structure], vol) if do.size else 0.0
+        do = strength_U * _sum_columns(A, sel) if sel.size else np.zeros(A.shape[0])
+        q[_key(g)] = _covering(do, w_oars[g.structure], vol) if do.size else 0.0
     return q
 
 
@@ -259,7 +370,7 @@ def _local_search(
     for _ in range(max_rounds):
         if coverage_ok(q):
             break
-        d = S * A_t[:, x].sum(axis=1)
+        d = S * _sum_columns(A_t, np.flatnonzero(x))
         under = d < pd
         blocked = np.zeros(k, dtype=bool)
         for j in np.flatnonzero(x):
@@ -272,9 +383,8 @@ def _local_search(
         for j in free[np.argsort(-gain, kind="stable")][:8]:
             trial = x.copy()
             trial[j] = True
-            qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
-            if oar_ok(qt):
-                best = (trial, qt)
+            if oar_ok(_quality(trial, S, A_t, w_t, A_oars, w_oars, goals, organs_only=True)):
+                best = (trial, plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals))
                 break
         if best is None:
             break
@@ -296,7 +406,7 @@ def _local_search(
         sel = np.flatnonzero(x)
         if sel.size == 0:
             break
-        d = S * A_t[:, sel].sum(axis=1)
+        d = S * _sum_columns(A_t, sel)
         # least useful first: smallest dose delivered to target points near PD
         near = np.abs(d - pd) < 0.5 * pd
         contribution = (A_t[np.ix_(near, sel)] * w_t[near, None]).sum(axis=0)
@@ -328,38 +438,52 @@ def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, cove
     """
     organs = [g for g, _v in goals.organ(list(A_oars))]
 
-    def shortfall_excess(d):
-        # every target goal as "the volume receiving >= level is at least / at most p %"
+    def shortfall_excess(d, moves=None):
+        # every target goal as "the volume receiving >= level is at least / at most p %"; with ``moves``
+        # (gone, added) the candidate plans' columns are formed inside the comparison, not stored
         cov = hot = 0.0
+        levels = list(dict.fromkeys(level for _g, level, _p in goals.target))  # D90 and V100 share one
+        if moves is None:
+            vols = {level: _volume_pct(d, w_t, level) for level in levels}
+        else:  # _volume_pct on the candidate plans: the same 0/1 matrices, the same products
+            vols = {level: _move_indicators(d, SA, moves[0], moves[1], level - 1e-9).T @ w_t * (100.0 / w_t.sum())
+                    for level in levels}
         for g, level, pct in goals.target:
-            vol = _volume_pct(d, w_t, level)
+            vol = vols[level]
             if g.at_least:
                 cov = cov + np.maximum(pct - vol, 0)
             else:
                 hot = hot + np.maximum(vol - pct, 0)
-        return np.round(cov + np.zeros(d.shape[1]), 9), np.round(hot + np.zeros(d.shape[1]), 9)
+        k = d.shape[1] if moves is None else moves[0].shape[0]
+        return np.round(cov + np.zeros(k), 9), np.round(hot + np.zeros(k), 9)
 
     x = x.copy()
-    d = S * A_t[:, x].sum(axis=1)
+    SA = S * A_t  # S * A_t[:, j] == SA[:, j], bit for bit
+    d = S * _sum_columns(A_t, np.flatnonzero(x))
     cov, hot = (float(a[0]) for a in shortfall_excess(d[:, None]))
     for _ in range(max_moves):
         if cov <= 0 and hot <= 0:
             break
-        cols, moves = [], []
+        moves = []
         sel = np.flatnonzero(x)
+        # how many chosen seeds block each slot (a seed that moves or goes no longer blocks its neighbours)
+        n_block = np.zeros(x.size, dtype=np.int64)
+        for o in sel:
+            np.add.at(n_block, neighbours[o], 1)
         for j in [None, *sel]:  # j: the seed that moves or goes (None: only add one)
-            base = d if j is None else d - S * A_t[:, j]
-            blocked = np.zeros(x.size, dtype=bool)
-            for o in sel:
-                if o != j:
-                    blocked[neighbours[o]] = True
+            if j is None:
+                blocked = n_block > 0
+            else:
+                own = np.zeros(x.size, dtype=np.int64)
+                np.add.at(own, neighbours[j], 1)
+                blocked = n_block - own > 0
             free = np.flatnonzero(~x & ~blocked)
             if j is not None:
-                cols.append(base[:, None])
                 moves.append((j, None))
-            cols.append(base[:, None] + S * A_t[:, free])
             moves.extend((j, int(f)) for f in free)
-        c, h = shortfall_excess(np.concatenate(cols, axis=1))
+        gone = np.array([-1 if j is None else j for j, _f in moves], dtype=np.int64)
+        added = np.array([-1 if f is None else f for _j, f in moves], dtype=np.int64)
+        c, h = shortfall_excess(d, (gone, added))
         if coverage_first:
             better = (c < cov - 1e-9) | ((c <= cov + 1e-9) & (h < hot - 1e-9))
             order = np.lexsort((h, c))
@@ -377,14 +501,14 @@ def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, cove
             if f is not None:
                 trial[f] = True
             if organs:
-                qt = plan_quality(trial, S, A_t, w_t, A_oars, w_oars, goals)
+                qt = _quality(trial, S, A_t, w_t, A_oars, w_oars, goals, organs_only=True)
                 if not all(g.passed(qt[_key(g)] - 1e-9) for g in organs):
                     continue
             x, cov, hot, moved = trial, float(c[m]), float(h[m]), True
             break
         if not moved:
             break
-        d = S * A_t[:, x].sum(axis=1)
+        d = S * _sum_columns(A_t, np.flatnonzero(x))
     return x
 
 
@@ -450,6 +574,33 @@ def optimise_seeds(
                                milp_time_limit_s=milp_time_limit_s, conflicts=conflicts, rng=rng)
 
 
+def _with_transposed(arrays: Sequence[np.ndarray], weights: Sequence[np.ndarray] = ()):
+    """A context in which :func:`_sum_columns` reads these (unchanging) matrices' columns as contiguous rows
+    and :func:`_covering` finds these weights' cumulative sums worked out."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def ctx():
+        keys, wkeys = [], []
+        for A in arrays:
+            if A.ndim == 2 and A.shape[0] >= 2 and A.dtype == np.float64 and id(A) not in _TRANSPOSED:
+                _TRANSPOSED[id(A)] = (A, np.ascontiguousarray(A.T))
+                keys.append(id(A))
+        for w in weights:
+            if w.ndim == 1 and w.size and id(w) not in _CUMSUM:
+                _CUMSUM[id(w)] = (w, _cumsum_if_equal(w))
+                wkeys.append(id(w))
+        try:
+            yield
+        finally:
+            for k in keys:
+                _TRANSPOSED.pop(k, None)
+            for k in wkeys:
+                _CUMSUM.pop(k, None)
+
+    return ctx()
+
+
 def _optimise_seeds(A_target, w_target, goals, *, A_oars, w_oars, U_per_mCi, activities_mCi, activity_range_mCi,
                     milp_points, milp_node_limit, milp_time_limit_s, conflicts, rng) -> SeedSolution:
     """:func:`optimise_seeds` (its BLAS threads already limited)."""
@@ -489,6 +640,15 @@ def _optimise_seeds(A_target, w_target, goals, *, A_oars, w_oars, U_per_mCi, act
     A_o = np.vstack(oar_rows) if oar_rows else np.zeros((0, A_t.shape[1]))
     lim_o = np.concatenate(oar_lims) if oar_lims else np.zeros(0)
 
+    with _with_transposed([A_t, *A_oars.values()], [w_t, *w_oars.values()]):
+        return _sweep(A_t, w_t, goals, A_oars, w_oars, U_per_mCi, activities_mCi, activity_range_mCi, milp_node_limit,
+                      milp_time_limit_s, pairs, A_sub, w_sub, A_o, lim_o, t0)
+
+
+def _sweep(A_t, w_t, goals, A_oars, w_oars, U_per_mCi, activities_mCi, activity_range_mCi, milp_node_limit,
+           milp_time_limit_s, pairs, A_sub, w_sub, A_o, lim_o, t0) -> SeedSolution:
+    """The activity sweep of :func:`optimise_seeds` (its samples drawn, its MILP rows chosen)."""
+    lo, hi = activity_range_mCi
     trials: list[dict[str, Any]] = []
     cache: dict[float, tuple[np.ndarray, dict, list]] = {}
 

@@ -35,3 +35,20 @@ def test_dilate_matches_the_ball_dilation(spacing, radius_mm):
     expected = ndimage.binary_dilation(mask, structure=fr.ball(radius_mm, sp))
     np.testing.assert_array_equal(fr.dilate(mask, radius_mm, sp), expected)
     assert not fr.dilate(np.zeros((4, 4, 4), bool), radius_mm, sp).any()
+
+
+@pytest.mark.parametrize("angles, spacing", [((0.0, 0.0, 0.0), 1.0), ((5.0, 10.0, 20.0), 2.5), ((0.0, 0.0, 90.0), 0.7)])
+def test_organs_outside_a_dose_grid_are_counted_as_voxel_by_voxel(angles, spacing):
+    """organs_outside_grid's axis-wise count equals the per-voxel test of every organ voxel's centre."""
+    from seedplan.imaging import Role, Structure, StructureSet
+    from seedplan.plan import organs_outside_grid
+
+    direction = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    ref = Grid(np.array([-20.0, 5.0, 3.0]), np.array([1.0, 1.2, 2.0]), np.array([60, 50, 30]), direction)
+    rng = np.random.default_rng(3)
+    organ = rng.random(ref.shape) > 0.7
+    dose = Grid(ref.index_to_world([10.3, 7.0, 4.0]), np.full(3, spacing), np.array([20, 25, 9]), direction)
+    got = organs_outside_grid(dose, StructureSet([Structure("cord", Role.CANAL, organ, ref)]), ref)
+    pts = ref.index_to_world(np.argwhere(organ)[:, ::-1].astype(float))
+    expected = round(100.0 * float(np.mean(~dose.contains(pts))), 1)
+    assert got == {"cord": expected}

@@ -114,10 +114,24 @@ def dose_region(plan: Plan, structures: StructureSet, reference: Grid, *, reach_
 def organs_outside_grid(grid: Grid, structures: StructureSet, reference: Grid) -> dict[str, float]:
     """Per organ at risk, the % of its volume outside ``grid`` (only organs with some part outside)."""
     out = {}
+    aligned = np.allclose(grid.direction_matrix, reference.direction_matrix, atol=1e-9)
+    if aligned:  # the voxels of ``reference`` inside ``grid``, axis by axis (no per-voxel world positions)
+        offset = (np.asarray(reference.origin_mm, float) - np.asarray(grid.origin_mm, float)) @ grid.direction_matrix
+        inside_ijk = []
+        for a in range(3):
+            g = (offset[a] + np.arange(reference.size[a]) * reference.spacing[a]) / grid.spacing[a]
+            inside_ijk.append((g >= -0.5) & (g <= grid.size[a] - 0.5))
+        ki, ji, ii = inside_ijk[2], inside_ijk[1], inside_ijk[0]
     for s in structures.values():
         if s.role in (Role.OAR, Role.CANAL) and not s.is_empty:
-            pts = reference.index_to_world(np.argwhere(s.mask_on(reference))[:, ::-1].astype(float))
-            outside = 100.0 * float(np.mean(~grid.contains(pts)))
+            mask = s.mask_on(reference)
+            total = int(np.count_nonzero(mask))
+            if aligned:
+                inside = int(np.count_nonzero(mask[ki][:, ji][:, :, ii]))
+                outside = 100.0 * (total - inside) / total
+            else:
+                pts = reference.index_to_world(np.argwhere(mask)[:, ::-1].astype(float))
+                outside = 100.0 * float(np.mean(~grid.contains(pts)))
             if outside > 0:
                 out[s.name] = round(outside, 1)
     return out

@@ -21,7 +21,7 @@ import numpy as np
 from . import _validate as v
 from .errors import GeometryError, InputError
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "distance_near"]
 
 
 def _vector3(value: Any, name: str, *, positive: bool = False) -> tuple[float, float, float]:
@@ -221,3 +221,26 @@ class Grid:
         extent = (np.array(self.size) - 1) * self.spacing
         n = np.floor(extent / sp + 1e-9).astype(int) + 1
         return Grid(self.origin, sp, n, self.direction_matrix)
+
+
+def distance_near(mask: np.ndarray, spacing_zyx: Sequence[float], max_mm: float
+                  ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The distance (mm) of every voxel to ``mask`` within its bounding box grown by ``max_mm``.
+
+    Returns ``(box, distance_mm)`` with ``distance_mm`` of the shape of ``mask[box]`` (0 on the mask), or
+    None for an empty mask.  Every voxel closer than ``max_mm`` lies in the box, and a Euclidean distance
+    transform of the box costs in proportion to it, not to the whole grid: the planner's margins and the
+    verification's dilations both threshold it.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    sp = np.asarray(spacing_zyx, dtype=float)
+    idx = np.argwhere(mask)
+    pad = np.ceil(float(max_mm) / sp).astype(int) + 1
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return box, ndimage.distance_transform_edt(~mask[box], sampling=sp)  # type: ignore[return-value]

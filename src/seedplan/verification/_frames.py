@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeometryError, InputError, InputTypeError
-from ..geometry import Grid
+from ..geometry import Grid, distance_near
 from ..imaging.ct import CTImage
 
 #: Largest deviation of ``R^T R`` from the identity (and of ``det R`` from 1) accepted as a rotation.
@@ -173,24 +173,14 @@ def ball(radius_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, radius_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
-    """``mask`` dilated by a ball of ``radius_mm`` (the same voxels as a binary dilation with :func:`ball`).
-
-    Computed as a Euclidean distance transform inside the mask's bounding box padded by the radius:
-    linear in the box's voxels, where a ball-shaped binary dilation costs the ball's voxels per voxel.
-    """
-    from scipy import ndimage
-
+    """``mask`` dilated by a ball of ``radius_mm`` (the same voxels as a binary dilation with :func:`ball`),
+    by a distance transform in the mask's bounding box (:func:`seedplan.geometry.distance_near`)."""
     mask = np.asarray(mask, bool)
-    if not mask.any():
-        return mask.copy()
-    sp = np.asarray(spacing_zyx, float)
-    idx = np.argwhere(mask)
-    pad = np.floor(radius_mm / sp).astype(int) + 1
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     out = np.zeros(mask.shape, bool)
-    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=sp) <= radius_mm + 1e-9
+    found = distance_near(mask, spacing_zyx, radius_mm)
+    if found is not None:
+        box, d = found
+        out[box] = d <= radius_mm + 1e-9
     return out
 
 

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from bench_evaluation import _flat  # the metrics as flat 'a.b.c' keys, shared with that benchmark
 
 from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.planning import plan_case
@@ -91,16 +92,6 @@ def test_full_plan_phantom(benchmark, phantom, report_line):
         f"{'met' if total <= TOTAL_GOAL_S else 'not met'}; corrected dose {best.get('evaluation:corrected_dose', 0):.2f} s; "
         f"{result.plan.n_seeds} seeds, goals {'met' if not result.plan.results['failed_goals'] else 'NOT met'}"
     )
-
-
-def _flat(d, pre=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{pre}{k}."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[pre + k] = float(v)
-    return out
 
 
 @pytest.mark.parametrize("name", list(PHANTOMS))

@@ -9,7 +9,7 @@ from seedplan.errors import GeometryError, PlanningError
 from seedplan.imaging.phantom import make_spine_phantom
 from seedplan.imaging.structures import Role, Structure
 from seedplan.planning import plan_case
-from seedplan.plan import Prescription
+from seedplan.plan import NeedleConstraints, PlanningOptions, Prescription
 
 
 def test_coverage_goals(result):
@@ -182,3 +182,29 @@ def test_absurd_inputs_are_refused(phantom):
     with pytest.raises(InputError, match="730 days before calibration_date"):
         PlanningOptions(calibration_date="2026-11-20", implant_date="2024-11-20")
     PlanningOptions(calibration_date="2026-11-25", implant_date="2026-11-20")  # a reference date after the implant
+
+
+def test_a_missed_coverage_names_what_held_it_back():
+    """A cauda limit the lesion's edge cannot respect: the note names it, its dose and its distance."""
+    ph = make_spine_phantom(level="L3", lesion_diameter_mm=30.0, spacing_mm=2.0)
+    tight = Prescription(oar_limits={"cauda": {"D0.1cc_Gy": 15.0}, "cord": {"D0.1cc_Gy": 15.0}})
+    plan = plan_case(ph.ct, ph.structures, tight).plan
+    m = plan.results
+    assert "target V100_pct >= 95" in m["failed_goals"]
+    note = next(n for n in plan.notes if n.startswith("coverage goals missed"))
+    cauda = m["oars"]["cauda_equina"]["D0.1cc_Gy"]
+    assert cauda >= 0.9 * 15.0 and f"cauda_equina D0.1cc {cauda:.1f} Gy of 15" in note
+    # the distance it gives is the target's to the cauda (voxel centres, 2 mm grid)
+    grid = ph.ct.grid
+    d = ndimage.distance_transform_edt(~ph.structures["target"].mask, sampling=grid.spacing_mm[::-1])
+    true = d[ph.structures["cauda_equina"].mask].min()
+    assert f"({true:.0f} mm from the target)" in note
+    assert note in m["warnings"]
+    # met coverage: no such note
+    assert not any(n.startswith("coverage goals missed") for n in plan_case(ph.ct, ph.structures).plan.notes)
+    # too few needles: no organ at its limit, the needles are named
+    one = PlanningOptions(needle_constraints=NeedleConstraints(max_needles=1))
+    plan = plan_case(ph.ct, ph.structures, options=one).plan
+    assert "target V100_pct >= 95" in plan.results["failed_goals"]
+    assert any(n.startswith("coverage goals missed") and "no organ at its limit: the 1 seed needle reach" in n
+               for n in plan.notes)

@@ -952,7 +952,9 @@ def plan_cement(
         cap = trips_at - ct.grid.voxel_volume_mm3 / 1000.0  # the fill just before the flagged voxel
         if cap > 0:
             first = res
-            res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, cap)
+            with warnings.catch_warnings():  # the same tips: their warnings were given by the first run
+                warnings.simplefilter("ignore")
+                res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, cap)
             res = replace(res, requested_mL=first.requested_mL)
             capped = {"flag": flag, "trips_at_mL": round(trips_at, 3), "planned_mL": round(first.requested_mL, 3)}
             rec = replace(rec, reasoning=rec.reasoning + (

@@ -197,8 +197,14 @@ def _union(structures: StructureSet, grid: Grid, *roles: Role) -> np.ndarray:
     return out
 
 
-def aims_for(presc: Prescription, target: str, organs: list[str]) -> Aims:
-    """The optimiser's aims: the prescription's goals moved inside by :data:`COVERAGE_MARGIN`."""
+def aims_for(presc: Prescription, target: str, organs: list[str],
+             target_rows: Mapping[str, np.ndarray] | None = None) -> Aims:
+    """The optimiser's aims: the prescription's goals moved inside by :data:`COVERAGE_MARGIN`.
+
+    With ``target_rows`` (several targets as one implant: each one's rows of the samples of ``target``,
+    their union), the target goals are each target's, as the plan's goals are
+    (:meth:`~seedplan.plan.Prescription.goals_for_metrics`).
+    """
     m = COVERAGE_MARGIN
 
     def tighten(g: Goal) -> Goal:
@@ -210,7 +216,9 @@ def aims_for(presc: Prescription, target: str, organs: list[str]) -> Aims:
         return g.with_limit(g.limit * (1.0 + m["target_dose_fraction"] * (1 if g.at_least else -1)))
 
     goals = presc.goals(target, [(o, "oars") for o in organs])
-    return Aims.from_goals([tighten(g) for g in goals], presc.dose_Gy)
+    if target_rows:
+        goals = tuple(g for n in target_rows for g in presc.goals(n)) + tuple(g for g in goals if g.group != "target")
+    return Aims.from_goals([tighten(g) for g in goals], presc.dose_Gy, target_rows)
 
 
 def seed_conflicts(slots: SeedSlots, seed_spacing_mm: float, lattice_mm: float) -> list[tuple[int, int]]:
@@ -583,8 +591,9 @@ def _seeds(c: _Context) -> None:
 
     scenarios = _slot_scenarios(c, axes)
 
-    def influence(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Dose per U of every slot at the structure's samples, the samples of every scenario stacked.
+    def influence(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Dose per U of every slot at the structure's samples, the samples of every scenario stacked, and the
+        samples (mm).
 
         Every structure's weights are shared out over the scenarios: a target's coverage is the one expected
         over them, an organ's hottest volume that of the scenarios pooled.  (Holding the organ on the hottest
@@ -603,25 +612,38 @@ def _seeds(c: _Context) -> None:
         n = len(scenarios)
         weights = np.tile(w, n) / n
         return (As[0] if n == 1 else np.vstack(As)), weights, \
-            (None if shadow is None else Cs[0] if n == 1 else np.vstack(Cs))
+            (None if shadow is None else Cs[0] if n == 1 else np.vstack(Cs)), p
+
+    def aims_on(p: np.ndarray) -> Aims:
+        """The aims, with each level's target measured on its own target samples ``p`` (several levels)."""
+        rows: dict[str, np.ndarray] = {}
+        if c.multilevel:
+            idx = np.rint(grid.world_to_index(p)).astype(np.int64)
+            for t in c.targets:
+                inside = np.flatnonzero(t.mask_on(grid)[idx[:, 2], idx[:, 1], idx[:, 0]])
+                rows[t.name] = np.concatenate([inside + k * len(p) for k in range(len(scenarios))])
+            if any(r.size == 0 for r in rows.values()):  # a level without samples (all cement): the union's goals
+                rows = {}
+        return aims_for(presc, c.target.name, candidates, rows)
 
     t0 = time.perf_counter()
-    A_t, w_t, C_t = influence(c.target_mask)
+    candidates = [x.name for x in c.structures.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
+    A_t, w_t, C_t, p_t = influence(c.target_mask)
     A_full, w_full = A_t, w_t
+    aims = aims_full = aims_on(p_t)
     if shadow is not None and (c.target_mask & ~cmask).any():
         # on the corrected dose the goals are the lesion's outside the cement: the part the PMMA fills is no
         # longer tumour, and the cement shadows it most (its dose is still reported)
-        A_t, w_t, C_t = influence(c.target_mask & ~cmask)
-    candidates = [x.name for x in c.structures.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
-    aims = aims_for(presc, c.target.name, candidates)
+        A_t, w_t, C_t, p_t = influence(c.target_mask & ~cmask)
+        aims = aims_on(p_t)
     A_o, w_o, C_o = {}, {}, {}
     for name in dict.fromkeys(g.structure for g, _v in aims.organ(candidates)):  # organs with a limit the samples measure
-        A_o[name], w_o[name], C_o[name] = influence(c.structures[name].mask_on(grid))
+        A_o[name], w_o[name], C_o[name], _ = influence(c.structures[name].mask_on(grid))
     c.timings["seeds:influence"] = round(time.perf_counter() - t0, 3)
     # activities are ordered at the calibration date; the dose comes from the strength at the implant date
     decay = float(decay_factor(elapsed_days(c.calibration_date, c.implant_date), model.half_life_d))
 
-    def optimise(At: np.ndarray, Ao: Mapping[str, np.ndarray], wt: np.ndarray) -> SeedSolution:
+    def optimise(At: np.ndarray, Ao: Mapping[str, np.ndarray], wt: np.ndarray, aims: Aims = aims) -> SeedSolution:
         return optimise_seeds(
             At, wt, aims, A_oars=Ao, w_oars=w_o, U_per_mCi=model.U_per_mCi * decay,
             activity_range_mCi=tuple(presc.activity_mCi_range), conflicts=conflicts,
@@ -634,7 +656,7 @@ def _seeds(c: _Context) -> None:
     if C_t is None:
         sol = optimise(A_t, A_o, w_t)
     else:
-        tg43 = optimise(A_full, A_o, w_full)  # the plan the TG-43 dose model gives
+        tg43 = optimise(A_full, A_o, w_full, aims_full)  # the plan the TG-43 dose model gives
         log.info("the TG-43 plan: %d seeds x %.2f mCi; now on the cement/bone-corrected dose", tg43.n_seeds,
                  tg43.activity_mCi)
         sol = optimise(C_t, C_o, w_t)
@@ -723,7 +745,54 @@ def _evaluation(c: _Context) -> None:
         t0 = time.perf_counter()
         corrected = corrected_dose_metrics(c.plan, c.ct, c.structures)
         c.timings["evaluation:corrected_dose"] = round(time.perf_counter() - t0, 3)
-    c.plan = c.plan.with_results(plan_metrics(c.plan, c.evaluation, corrected=corrected))
+    metrics = plan_metrics(c.plan, c.evaluation, corrected=corrected)
+    note = _coverage_note(c, metrics)
+    if note:
+        log.info(note)
+        c.plan = replace(c.plan, notes=c.plan.notes + (note,))
+        metrics = plan_metrics(c.plan, c.evaluation, corrected=corrected)
+    c.plan = c.plan.with_results(metrics)
+
+
+#: An organ whose limit holds the coverage back: at or above this fraction of its limit.
+BINDING_FRACTION = 0.9
+
+
+def _coverage_note(c: _Context, metrics: Mapping[str, Any]) -> str | None:
+    """When a coverage goal (D90, V100) is missed, what held it back: the organ limits the plan runs up
+    against (>= :data:`BINDING_FRACTION` of the limit) with their distance to the target, or else the
+    needle paths.  None when the coverage goals are met."""
+    results = {g["goal"]: g for g in metrics.get("goals") or []}
+    goals = {g.label: g for g in c.presc.goals_for_metrics(metrics)}
+    missed = [lb for lb, r in results.items() if not r["passed"] and lb in goals
+              and goals[lb].group == "target" and goals[lb].at_least]
+    if not missed:
+        return None
+    targets = {t.name: t for t in c.targets}
+    names = list(dict.fromkeys(goals[lb].structure for lb in missed))
+    near = [distance_near(targets[n].mask_on(c.grid), c.grid.spacing_mm[::-1], 30.0) for n in names if n in targets]
+    binding = []
+    for lb, r in results.items():
+        g = goals.get(lb)
+        if g is None or g.group == "target" or g.at_least or r["value"] < BINDING_FRACTION * r["limit"]:
+            continue
+        organ = c.structures.get(g.structure, None)
+        dist = math.inf
+        if organ is not None:
+            om = organ.mask_on(c.grid)
+            for found in near:
+                if found is not None and om[found[0]].any():
+                    dist = min(dist, float(found[1][om[found[0]]].min()))
+        where = "touching the target" if dist < 0.5 * min(c.grid.spacing_mm) else \
+            f"{dist:.0f} mm from the target" if math.isfinite(dist) else "more than 30 mm from the target"
+        binding.append(f"{g.structure} {g.metric.split('_')[0]} {r['value']:.1f} Gy of {r['limit']:g} ({where})")
+    head = f"coverage goals missed ({', '.join(missed)})"
+    if binding:
+        return (f"{head}: held back by the organ limits {'; '.join(binding)}: the seeds that would cover the "
+                "rest of the target would take these organs over their limits")
+    n = len(c.plan.needles)
+    return (f"{head} with no organ at its limit: the {n} seed needle{'s' if n != 1 else ''} reach too little of "
+            "the target (more needles, other angles or a drill/coaxial access may open other paths)")
 
 
 STEPS = (_anatomy, _needles, _vertebroplasty, _slots, _seeds, _plan, _dose, _evaluation)

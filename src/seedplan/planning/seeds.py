@@ -38,7 +38,8 @@ named.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numba as nb
@@ -60,16 +61,33 @@ class Aims:
     receiving >= level Gy is at least / at most p %"; organ goals on
     ``D<v>cc_Gy`` or ``Dmax_Gy`` become hottest-volume limits on that organ's
     samples.  Goals the samples cannot measure are left to the evaluation.
+
+    With several targets planned as one implant (``target_rows``), a target
+    goal on one of them is measured on its own rows of the target samples;
+    any other target goal on all of them.
     """
 
     prescription_Gy: float
     goals: tuple[Goal, ...]
+    target_rows: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_goals(cls, goals: Sequence[Goal], prescription_Gy: float) -> "Aims":
+    def from_goals(cls, goals: Sequence[Goal], prescription_Gy: float,
+                   target_rows: Mapping[str, np.ndarray] | None = None) -> "Aims":
+        """The aims of ``goals``; ``target_rows``: target name -> its row indices in the target samples."""
         if not all(isinstance(g, Goal) for g in goals):
             raise InputError("goals must be seedplan.plan.Goal records")
-        return cls(float(prescription_Gy), tuple(goals))
+        rows = {}
+        for name, r in (target_rows or {}).items():
+            r = np.asarray(r)
+            if r.ndim != 1 or r.size == 0 or not np.issubdtype(r.dtype, np.integer) or r.min() < 0:
+                raise InputError(f"target_rows[{name!r}] must be a non-empty 1D array of row indices >= 0")
+            rows[str(name)] = r.astype(np.int64)
+        return cls(float(prescription_Gy), tuple(goals), MappingProxyType(rows))
+
+    def rows(self, goal: Goal) -> np.ndarray | None:
+        """The target sample rows ``goal`` is measured on (None: all of them)."""
+        return self.target_rows.get(goal.structure)
 
     @property
     def target(self) -> tuple[tuple[Goal, float, float], ...]:
@@ -265,10 +283,12 @@ def _quality(x, strength_U, A_target, w_target, A_oars, w_oars, aims, *, organs_
     if not organs_only:
         d = strength_U * _sum_columns(A_target, sel) if sel.size else np.zeros(A_target.shape[0])
         for g, _level, pct in aims.target:
+            rows = aims.rows(g)
+            dg, wg = (d, w_target) if rows is None else (d[rows], w_target[rows])
             if g.metric.startswith("V"):
-                q[_key(g)] = float(_volume_pct(d, w_target, _level))
+                q[_key(g)] = float(_volume_pct(dg, wg, _level))
             else:
-                q[_key(g)] = _covering(d, w_target, pct / 100.0 * w_target.sum())
+                q[_key(g)] = _covering(dg, wg, pct / 100.0 * wg.sum())
     for g, vol in aims.organ(list(A_oars)):
         A = A_oars[g.structure]
         do = strength_U * _sum_columns(A, sel) if sel.size else np.zeros(A.shape[0])
@@ -444,12 +464,17 @@ def _reduce_violation(x, S, A_t, w_t, A_oars, w_oars, goals, neighbours, *, cove
         cov = hot = 0.0
         levels = list(dict.fromkeys(level for _g, level, _p in goals.target))  # D90 and V100 share one
         if moves is None:
-            vols = {level: _volume_pct(d, w_t, level) for level in levels}
-        else:  # _volume_pct on the candidate plans: the same 0/1 matrices, the same products
-            vols = {level: _move_indicators(d, SA, moves[0], moves[1], level - 1e-9).T @ w_t * (100.0 / w_t.sum())
-                    for level in levels}
+            hit = {level: (d >= level - 1e-9).astype(float) for level in levels}
+        else:  # the candidate plans: the same 0/1 matrices as _volume_pct, the same products
+            hit = {level: _move_indicators(d, SA, moves[0], moves[1], level - 1e-9) for level in levels}
+        vols: dict[tuple[float, str | None], np.ndarray] = {}
         for g, level, pct in goals.target:
-            vol = vols[level]
+            rows = goals.rows(g)
+            key = (level, None if rows is None else g.structure)
+            if key not in vols:
+                vols[key] = hit[level].T @ w_t * (100.0 / w_t.sum()) if rows is None else \
+                    hit[level][rows].T @ w_t[rows] * (100.0 / w_t[rows].sum())
+            vol = vols[key]
             if g.at_least:
                 cov = cov + np.maximum(pct - vol, 0)
             else:

@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--level", default=None,
                    help="vertebral level of the lesion: L1-L5, S1-S3 (default L3); adjacent levels planned as one "
                         "implant as L5,S1 (sacral lesions sit 5 mm anterior of the body's centre)")
-    d.add_argument("--lesion-diameter-mm", type=float, default=None, help="lesion diameter in mm (default 30)")
+    d.add_argument("--lesion-diameter-mm", type=float, default=None,
+                   help="lesion diameter in mm (default 30; 24 at S2, 20 at S3, 28 for several levels)")
     d.add_argument("--lesion-type", choices=["lytic", "blastic"], default=None, help="(default lytic)")
     d.add_argument("--case", default=None, metavar="{study-s2,study-l5,study-s1}",
                    help="one of the reference study's three cases instead of --level and the lesion options: "

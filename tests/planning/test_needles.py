@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 
 from seedplan.errors import GeometryError, InputError, PlanningError
 from seedplan.geometry import Grid
+from seedplan.plan import FORAMEN_MARGIN_MM
 from seedplan.planning.needles import (
     Needle,
     NeedleConstraints,
@@ -152,6 +153,10 @@ def test_constraints_validation():
     c = NeedleConstraints(margins_mm={"aorta": 7})
     assert c.margin_for("aorta") == 7.0 and c.margin_for("spinal_canal") == 5.0
     assert c.margin_for("unknown_organ") == c.default_margin_mm
+    # a neural foramen: 3 mm unless named (the low end of canal/dura 3-5 mm)
+    assert c.margin_for("sacral_foramen_canal_S2_left") == FORAMEN_MARGIN_MM == 3.0
+    assert NeedleConstraints(margins_mm={"Neural_Foramen_L4": 4.5}).margin_for("Neural_Foramen_L4") == 4.5
+    assert NeedleConstraints(default_margin_mm=8.0).margin_for("neural_foramen_L4_left") == 3.0
     hash(c)
 
 

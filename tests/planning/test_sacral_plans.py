@@ -7,8 +7,8 @@ from seedplan.imaging import make_spine_phantom
 from seedplan.planning import plan_case
 
 
-def _plan(level, lesion_type, diameter_mm=30.0):
-    ph = make_spine_phantom(level=level, lesion_diameter_mm=diameter_mm, lesion_type=lesion_type, spacing_mm=2.0,
+def _plan(level, lesion_type, diameter_mm=30.0, spacing_mm=2.0):
+    ph = make_spine_phantom(level=level, lesion_diameter_mm=diameter_mm, lesion_type=lesion_type, spacing_mm=spacing_mm,
                             lesion_center_offset_mm=demo_lesion_offsets(level))
     return ph, plan_case(ph.ct, ph.structures).plan
 
@@ -30,7 +30,49 @@ def test_a_blastic_s1_lesion_is_planned_within_the_cauda_and_root_limits():
 
 def test_vertebroplasty_tips_in_dense_tumour_leave_a_plan_without_cement():
     """A blastic S2 lesion fills the body where the PVP needles end: no cancellous bone to inject into."""
-    _, plan = _plan("S2", "blastic")
+    _, plan = _plan("S2", "blastic", 36.0)
     assert plan.cement is None and plan.n_seeds > 0
     assert any("cement not planned" in n and "cortical bone" in n for n in plan.notes)
     assert "cement" not in plan.results
+
+
+def test_the_s2_demo_lesion_is_planned_through_the_dorsal_sacrum_clear_of_foramina_and_canal():
+    """S2 (the demo, 1 mm: on 2 mm voxels its 3 mm root margins close the paths): coverage and the cauda/root
+    limits together, every track clear of the neural canals."""
+    from scipy import ndimage
+
+    from seedplan.demo import demo_lesion_diameters
+    from seedplan.plan import FORAMEN_MARGIN_MM
+
+    ph, plan = _plan("S2", "lytic", demo_lesion_diameters("S2")[0], spacing_mm=1.0)
+    m = plan.results
+    assert m["target"]["D90_Gy"] >= plan.prescription.dose_Gy and m["target"]["V100_pct"] >= 95.0
+    for name, block in m["oars"].items():
+        if name.startswith(("cauda", "sacral_foramen")):
+            assert block["D0.1cc_Gy"] <= 50.0, name
+    grid = ph.ct.grid
+    sp = np.asarray(grid.spacing_mm)[::-1]
+    for s in ph.structures.values():
+        if not (s.name.startswith(("sacral_foramen", "spinal_canal", "cauda")) or "iliac" in s.name
+                and s.role.value == "oar"):
+            continue
+        dist = ndimage.distance_transform_edt(~s.mask, sampling=sp)
+        for n in (*plan.needles, *plan.pvp_needles):
+            t = np.arange(0.0, n.depth_mm, 0.5)
+            pts = np.asarray(n.entry)[None] + t[:, None] * np.asarray(n.direction)[None]
+            idx = np.rint(grid.world_to_index(pts)).astype(int)
+            clear = dist[idx[:, 2], idx[:, 1], idx[:, 0]].min()
+            margin = FORAMEN_MARGIN_MM if "foramen" in s.name else 0.0
+            # voxel-centre distances on a 1 mm grid: within one voxel diagonal of the margin
+            assert clear >= margin - np.sqrt(3) + 1e-6 and clear > 0, (s.name, n.label, clear)
+
+
+def test_the_demo_lesion_shrinks_with_the_sacral_bodies_and_with_several_levels():
+    from seedplan.demo import demo_lesion_diameters
+    from seedplan.imaging.phantom import vertebra_dimensions
+
+    assert [demo_lesion_diameters(lv)[0] for lv in ("L3", "L5", "S1", "S2", "S3")] == [30.0, 30.0, 30.0, 24.0, 20.0]
+    assert demo_lesion_diameters("L5,S1") == [28.0, 28.0] and demo_lesion_diameters("s1, s2") == [28.0, 24.0]
+    for lv in ("S2", "S3"):  # a demo lesion is never wider than the body it is drawn in, nor taller
+        dims = vertebra_dimensions(lv)
+        assert demo_lesion_diameters(lv)[0] <= min(dims["width"], dims["height"])

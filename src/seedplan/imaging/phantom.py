@@ -172,8 +172,10 @@ junction at S3, coming from anterior left.
 centres above and below (the L5 grid keeps its earlier extent, 55.5 mm below
 the L5 centre); a sacral level the same with the sacral body centres, and at
 least up to where the body's posterior direction (the line of a pedicle
-path along the sacral slope) meets the skin of the back, so that such a
-needle path lies in the CT.  Several levels: the union.
+path along the sacral slope) meets the skin of the back, and down to where a
+needle rising 45 deg to the body centre enters the back (a long-axis path
+from below), so that such needle paths lie in the CT.  Several levels: the
+union.
 
 *Structures* (names give their roles back through
 :func:`~seedplan.imaging.structures.guess_role`, as an RTSTRUCT stores none):
@@ -370,6 +372,8 @@ _SEG = {"S1": (0.0, 28.0), "S2": (30.0, 55.0), "S3": (55.0, 76.0), "S4": (76.0, 
 _S_END = 93.0
 _S_DISC = (28.0, 30.0)  # residual S1-S2 disc
 _HIATUS_S = 82.0  # dorsal roof open below this (sacral hiatus)
+#: Cranial rise of the lowest needle path the field of view of a sacral level holds (the planner's sacral tilt limit).
+_SACRAL_LOW_PATH_DEG = 45.0
 _DURAL_END_S = 35.0  # dural sac tip: upper third of S2
 
 # profiles along s: body half-width a, depth d; canal width cw, depth cd; dorsal wall td; lateral half-width W
@@ -881,6 +885,9 @@ def make_spine_phantom(
         z_hi = max(z_hi, zc + 1.5 * (_level_z(_ALL_ORDER[i + 1]) - zc))
         if lv in _SEG:  # up to where the body's posterior direction (a pedicle path) meets the skin at the back
             z_hi = max(z_hi, _sacral_skin_z(lv) + 5.0)
+            # and down to where a needle rising at _SACRAL_LOW_PATH_DEG to the body centre enters the back
+            c = _sacral_centre(lv)
+            z_lo = min(z_lo, float(c[2]) - (TORSO_SEMI_MM[1] - float(c[1])) * math.tan(math.radians(_SACRAL_LOW_PATH_DEG)))
     if include_thoracic:
         t11 = _TABLE["T11"]
         z_hi = max(z_hi, _Z["T11"] + t11.height / 2 + _TABLE["T10"].disc_below / 2 + 2.0)

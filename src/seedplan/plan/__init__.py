@@ -15,7 +15,8 @@ Values: :class:`Plan`, :class:`PlannedSeed`, :class:`Needle`,
 from ._cement import PlanCement
 from ._goals import Goal, GoalResult, check_goals
 from ._needle import Needle
-from ._options import BONE_MIN_HU, CEMENT_MODEL_NAMES, DEFAULT_MARGINS_MM, NeedleConstraints, PlanningOptions
+from ._options import (BONE_MIN_HU, CEMENT_MODEL_NAMES, DEFAULT_MARGINS_MM, FORAMEN_MARGIN_MM, NeedleConstraints,
+                       PlanningOptions)
 from ._placement import ErrorModel, RobustnessOptions
 from ._plan import FORMAT, VERSION, Plan, PlannedSeed, load_plan, plan_json, save_plan, seed_model_sha256
 from ._prescription import CITATIONS, OAR_LIMIT_METRICS, Prescription
@@ -47,6 +48,7 @@ __all__ = [
     "PlanningOptions",
     "NeedleConstraints",
     "DEFAULT_MARGINS_MM",
+    "FORAMEN_MARGIN_MM",
     "CEMENT_MODEL_NAMES",
     "BONE_MIN_HU",
     "PlanCement",

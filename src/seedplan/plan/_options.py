@@ -17,7 +17,7 @@ from .. import _validate as v
 from ._placement import RobustnessOptions
 from ..errors import InputError
 
-__all__ = ["NeedleConstraints", "PlanningOptions", "DEFAULT_MARGINS_MM", "CEMENT_MODEL_NAMES", "BONE_MIN_HU"]
+__all__ = ["NeedleConstraints", "PlanningOptions", "DEFAULT_MARGINS_MM", "FORAMEN_MARGIN_MM", "CEMENT_MODEL_NAMES", "BONE_MIN_HU"]
 
 #: Default safety margins (mm) per forbidden structure (clinical_planning.md 4:
 #: canal/dura 3-5 mm, aorta/IVC 5 mm; kidney 5 mm).  Unknown names use
@@ -37,6 +37,12 @@ DEFAULT_MARGINS_MM: Mapping[str, float] = MappingProxyType(
         "kidney": 5.0,
     }
 )
+#: Margin (mm) of a neural foramen (a name holding ``foramen``, e.g. ``sacral_foramen_canal_S2_left``) not named
+#: in :data:`DEFAULT_MARGINS_MM` or the constraints: the low end of the canal/dura 3-5 mm (clinical_planning.md 4),
+#: as the structure is the whole bony tunnel and its root fills only part of it (lumbar root to pedicle wall
+#: 2.4-9.6 mm, PMC2200778).  With 5 mm the dorsal sacrum between the S1-S3 foramina and the canal holds no
+#: needle path to S2 (the foramina 8-32 mm from the midline, the canal 13 mm wide each side).
+FORAMEN_MARGIN_MM = 3.0
 
 #: Volume models of the planned cement (:data:`seedplan.planning.cement.CEMENT_MODELS`).
 CEMENT_MODEL_NAMES = ("combined", "pvp")
@@ -82,7 +88,8 @@ class NeedleConstraints:
     margins_mm : mapping of str to float, optional
         Safety margin per forbidden structure; overrides :data:`DEFAULT_MARGINS_MM`.
     default_margin_mm : float
-        Margin for structures not named anywhere.
+        Margin for structures not named anywhere (a neural foramen:
+        :data:`FORAMEN_MARGIN_MM`).
     min_needle_distance_mm : float
         Minimum distance between the in-target parts of two needles (1.0 cm, section 1.4).
     min_entry_distance_mm : float
@@ -203,7 +210,9 @@ class NeedleConstraints:
         """Safety margin (mm) applied to the forbidden structure ``name``."""
         if name in self.margins_mm:
             return self.margins_mm[name]
-        return float(DEFAULT_MARGINS_MM.get(name, self.default_margin_mm))
+        if name in DEFAULT_MARGINS_MM:
+            return float(DEFAULT_MARGINS_MM[name])
+        return FORAMEN_MARGIN_MM if "foramen" in name.lower() else self.default_margin_mm
 
 
 

@@ -294,3 +294,26 @@ def test_plan_cement_bad_input(phantom):
         plan_cement(phantom.ct, vb, [[0.0, -5.0, 0.0]], material="bone")
     p = plan_cement(phantom.ct, vb, [[0.0, -5.0, 0.0]], lesion=phantom.structures["target"])
     assert p.lesion_type == "lytic" and p.level == "L3" and p.radiopaque
+
+
+def test_a_compartment_lets_the_cement_into_the_bone_beside_the_body():
+    """A body whose cancellous bone continues sideways (a sacral ala): cement there is not a leak, and the
+    fill, cross-section and endplate figures stay the body's."""
+    g = Grid((-30.5, -15.5, -12.5), (1.0, 1.0, 1.0), (62, 32, 26))
+    c = g.voxel_centers_mm()
+    X, Y, Z = c[..., 0], c[..., 1], c[..., 2]
+    bone = (np.abs(X) <= 29) & (np.abs(Y) <= 14) & (np.abs(Z) <= 11)
+    hu = np.full(g.shape, SOFT, np.float32)
+    hu[bone] = CORT
+    hu[(np.abs(X) <= 28) & (np.abs(Y) <= 13) & (np.abs(Z) <= 10)] = CANC  # one cortex around body and ala
+    body = bone & (np.abs(X) <= 10)
+    ct = CTImage(g, hu)
+    alone = simulate_cement(ct, body, g, [[0.0, 0.0, 0.0]], 6.0)
+    assert alone.leak_flags["outside_body"] is not None  # the front leaves the body sideways, through no cortex
+    r = simulate_cement(ct, body, g, [[0.0, 0.0, 0.0]], 6.0, compartment_mask=bone)
+    assert r.leak_flags["outside_body"] is None and r.leak_flags["cortical_defect"] is None
+    assert np.any(r.mask & ~body) and not np.any(r.mask & ~bone)
+    vv = g.voxel_volume_mm3 / 1000
+    assert r.fill_pct == pytest.approx(100.0 * (r.mask & body).sum() / body.sum())
+    assert (r.max_cross_section_ratio, r.max_slice_ratio) == pytest.approx(cross_section_ratios(r.mask, body)[:2])
+    assert abs(r.volume_mL - 6.0) <= vv

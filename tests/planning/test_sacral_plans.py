@@ -26,6 +26,14 @@ def test_a_blastic_s1_lesion_is_planned_within_the_cauda_and_root_limits():
     for s in ph.structures.values():
         if s.role.value in ("canal", "oar"):
             assert not s.mask[idx[:, 2], idx[:, 1], idx[:, 0]].any(), s.name
+    # the cement fills the body and the ala beside it (no cortex between them: not a leak), within the study's
+    # 2-9 mL, and none of it in a neural canal
+    cm = m["cement"]
+    assert cm["compartment"] == "vertebral_body_S1+ala" and 2.0 <= cm["volume_mL"] <= 9.0
+    assert cm["leak_flags"]["outside_body"] is None
+    for s in ph.structures.values():
+        if s.role.value == "canal":
+            assert not (plan.cement.mask & s.mask).any(), s.name
 
 
 def test_vertebroplasty_tips_in_dense_tumour_leave_a_plan_without_cement():

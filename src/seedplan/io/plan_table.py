@@ -117,7 +117,8 @@ def summary_lines(plan: Plan) -> list[str]:
             f"cement: {cement.get('volume_mL', nan):.1f} mL {cement.get('material', '')} ("
             + ("recommended" if cement.get("volume_source") == "recommended" else
                f"requested; recommended {cement.get('recommended_mL', nan):.1f} mL")
-            + f") into {cement.get('vertebral_body', '')}, "
+            + f") into {cement.get('vertebral_body', '')}"
+            + (" and the sacral bone around it" if cement.get("compartment") else "") + ", "
             f"fill {cement.get('fill_pct', nan):.1f} %, max cross-section ratio {cement.get('max_cross_section_ratio', nan):.2f}, "
             f"endplate contact {cement.get('endplate_contact', '')}, leak flags: {', '.join(leaks) if leaks else 'none'}"
         )

@@ -283,7 +283,9 @@ def _cement_section(plan: Plan) -> str:
     rec = inputs.get("recommendation") or {}
     leaks = [(k, v) for k, v in (c.get("leak_flags") or {}).items()]
     rows = [
-        ("Vertebral body", _e(c.get("vertebral_body", ""))),
+        ("Vertebral body", _e(c.get("vertebral_body", "")) + (
+            " (the cement may spread into the sacral bone around it, less the neural canals: not a leak)"
+            if c.get("compartment") else "")),
         ("Cement", _e(mat.name) + (" (radiopaque: seeds kept out of it)" if plan.cement.radiopaque else "")),
         ("Planned volume", f'{_num(inputs.get("planned_mL"), 1, "mL")} ' + (
             "(recommended)" if c.get("volume_source") == "recommended" else

@@ -442,6 +442,7 @@ def simulate_cement(
     tip_snap_mm: float = 3.0,
     rng: np.random.Generator | int | None = None,
     jitter_sigma: float = 0.15,
+    compartment_mask: Any = None,
 ) -> CementResult:
     """Volume-constrained cement front growth from PVP needle tips (section 5 model).
 
@@ -493,6 +494,10 @@ def simulate_cement(
     rng : numpy.random.Generator or int, optional
         None: deterministic homogeneous speeds.  Otherwise multiplicative
         log-normal jitter (``jitter_sigma``) of the speed, reproducible per seed.
+    compartment_mask : bool array or Structure, optional
+        Bone beyond the body the cement may fill without a leak (a sacral body's ala): the front grows in
+        the body and the compartment, ``outside_body`` and ``cortical_defect`` are the compartment's, the
+        fill, cross-section, endplate, posterior-wall and basivertebral-foramen figures the body's.
 
     Returns
     -------
@@ -510,6 +515,9 @@ def simulate_cement(
     vb, _ = _mask_of(vertebral_body_mask, "vertebral_body_mask", grid)
     if not vb.any():
         raise InputError("vertebral_body_mask is empty; it must contain the treated vertebral body")
+    body = vb
+    if compartment_mask is not None:
+        vb = vb | _mask_of(compartment_mask, "compartment_mask", grid)[0]  # where the front may grow
     try:
         vol_req = float(volume_mL)
     except (TypeError, ValueError):
@@ -578,9 +586,10 @@ def simulate_cement(
     Y, X, Z = world[..., 1], world[..., 0], world[..., 2]
     boundary = vbc & ~ndimage.binary_erosion(vbc, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
     defect = boundary & (hu < cortical_hu)
-    ymax = np.where(vbc, Y, -np.inf).max(axis=(1, 2), keepdims=True)  # per axial slice
-    post = vbc & (Y >= ymax - posterior_zone_mm) & (hu < cortical_hu)
-    cz, cx = Z[vbc].mean(), X[vbc].mean()
+    bodyc = body[sl]
+    ymax = np.where(bodyc, Y, -np.inf).max(axis=(1, 2), keepdims=True)  # per axial slice
+    post = bodyc & (Y >= ymax - posterior_zone_mm) & (hu < cortical_hu)
+    cz, cx = Z[bodyc].mean(), X[bodyc].mean()
     foramen = post & (np.abs(X - cx) <= foramen_half_size_mm) & (np.abs(Z - cz) <= foramen_half_size_mm)
     flags = (
         (~vbc).astype(np.uint8)
@@ -636,11 +645,11 @@ def simulate_cement(
     mask[sl] = crop_mask
 
     # ---------------------------------------------------------------- metrics
-    inside = crop_mask & vbc
-    vb_n = int(vbc.sum())
+    inside = crop_mask & bodyc
+    vb_n = int(bodyc.sum())
     fill_pct = 100.0 * inside.sum() / vb_n
     area_c = inside.sum(axis=(1, 2))
-    area_vb = vbc.sum(axis=(1, 2))
+    area_vb = bodyc.sum(axis=(1, 2))
     kmax = int(np.argmax(area_c))
     ratio = float(area_c[kmax] / area_vb[kmax]) if area_vb[kmax] else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -648,8 +657,8 @@ def simulate_cement(
     tol = (1.0 + sp_zyx[0]) if endplate_tol_mm is None else float(endplate_tol_mm)
     kidx = np.arange(shp[0])[:, None, None]
     sup_is_high = d[2, 2] > 0
-    top = np.where(vbc, kidx, -1).max(axis=0)
-    bot = np.where(vbc, kidx, shp[0]).min(axis=0)
+    top = np.where(bodyc, kidx, -1).max(axis=0)
+    bot = np.where(bodyc, kidx, shp[0]).min(axis=0)
     if not sup_is_high:
         top, bot = bot, top
     dk_top = np.abs(top[None] - kidx) * sp_zyx[0]
@@ -785,6 +794,10 @@ class CementPlan:
         Whether the simulated volume is the recommendation or the user's.
     result : CementResult
         The simulated fill (mask on the CT grid and its metrics).
+    capped, outside : mapping
+        The cap at a leak flag; the cement outside the body (or compartment) and the nearest organ.
+    compartment : str or None
+        The bone the cement filled when more than the body (the body and its sacral ala).
     """
 
     vertebral_body: str
@@ -797,6 +810,7 @@ class CementPlan:
     result: CementResult
     capped: Mapping[str, Any] | None = None
     outside: Mapping[str, Any] = field(default_factory=dict)
+    compartment: str | None = None
 
     @property
     def radiopaque(self) -> bool:
@@ -818,7 +832,8 @@ class CementPlan:
         o = self.outside
         if o.get("outside_vertebral_body_mL", 0.0) > 0:
             near = o.get("nearest_organ")
-            out.append(f"{o['outside_vertebral_body_mL']:.2f} mL of cement lies outside the vertebral body"
+            out.append(f"{o['outside_vertebral_body_mL']:.2f} mL of cement lies outside the "
+                       + ("vertebral body" if self.compartment is None else self.compartment)
                        + (f", {near['distance_mm']:.1f} mm from {near['name']}" if near else ""))
         if r.exhausted:
             out.append(f"cement: only {r.volume_mL:.1f} mL of the planned {r.requested_mL:.1f} mL can be reached "
@@ -837,6 +852,7 @@ class CementPlan:
             "recommended_mL": round(self.recommendation.volume_mL, 3),
             "volume_source": self.volume_source,
             "vertebral_body": self.vertebral_body,
+            **({} if self.compartment is None else {"compartment": self.compartment}),
             "material": self.material.name,
             "max_slice_ratio": round(r.max_slice_ratio, 4),
             "capped_at_leak": None if self.capped is None else dict(self.capped),
@@ -885,6 +901,7 @@ def plan_cement(
     model: CementModel = CementModel(),
     organs: Sequence[Structure] = (),
     cap_at_leak: bool = True,
+    compartment: Structure | None = None,
 ) -> CementPlan:
     """Recommend the cement volume of a vertebral body and simulate its fill from the PVP needle tips.
 
@@ -913,6 +930,11 @@ def plan_cement(
         With the recommended volume, stop the fill just before a flag of
         :data:`LEAK_CAP_FLAGS` trips (the front leaves the vertebral body), and say so.  A requested volume is never changed: its tripped flags
         are reported as warnings.
+    compartment : Structure, optional
+        The bone the cement may fill without a leak, if more than the body: at a sacral level the body
+        and its lateral masses (the ala), whose cancellous bone continues the body's without a cortex
+        (:func:`sacral_compartment`).  The fill, the flags and the cement outside are then the
+        compartment's; the recommended volume stays the body's.
 
     Returns
     -------
@@ -938,13 +960,17 @@ def plan_cement(
     if volume_mL is None:
         fillable_mL = float((vb & (ct.hu < CORTICAL_HU)).sum()) * ct.grid.voxel_volume_mm3 / 1000.0
         vol, source = rec.volume_mL, "recommended"
+        if compartment is not None:
+            fillable_mL = float(((vb | compartment.mask_on(ct.grid)) & (ct.hu < CORTICAL_HU)).sum()
+                                ) * ct.grid.voxel_volume_mm3 / 1000.0
         if vol > fillable_mL:
             vol = fillable_mL
             rec = replace(rec, volume_mL=vol, reasoning=rec.reasoning + (
                 f"Reduced to {vol:.1f} mL: all the non-cortical bone of {vertebral_body.name!r}.",))
     else:
         vol, source = volume_mL, "requested"
-    res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, vol)
+    comp = None if compartment is None else compartment.mask_on(ct.grid)
+    res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, vol, compartment_mask=comp)
     capped = None
     tripped = {f: v for f, v in res.leak_flags.items() if v is not None and f in LEAK_CAP_FLAGS}
     if tripped and cap_at_leak and source == "recommended":
@@ -954,7 +980,7 @@ def plan_cement(
             first = res
             with warnings.catch_warnings():  # the same tips: their warnings were given by the first run
                 warnings.simplefilter("ignore")
-                res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, cap)
+                res = simulate_cement(ct, vb, ct.grid, needle_tips_mm, cap, compartment_mask=comp)
             res = replace(res, requested_mL=first.requested_mL)
             capped = {"flag": flag, "trips_at_mL": round(trips_at, 3), "planned_mL": round(first.requested_mL, 3)}
             rec = replace(rec, reasoning=rec.reasoning + (
@@ -970,7 +996,9 @@ def plan_cement(
         volume_source=source,
         result=res,
         capped=capped,
-        outside=_outside(res.mask, vb, ct.grid, organs, None if les_s is None else les_s.mask),
+        outside=_outside(res.mask, vb if comp is None else vb | comp, ct.grid, organs,
+                         None if les_s is None else les_s.mask),
+        compartment=None if compartment is None else compartment.name,
     )
 
 

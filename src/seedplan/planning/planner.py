@@ -487,7 +487,7 @@ def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level
     try:
         cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target, level=level if c.multilevel else None,
                              volume_mL=volume, material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model],
-                             organs=organs)
+                             organs=organs, compartment=_cement_compartment(c, body, level))
     except InputError as exc:
         if opt.cement_volume_mL is not None:  # a volume the user asked for and cannot have: say so and stop
             raise
@@ -500,6 +500,30 @@ def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level
     r = cement.result
     log.info("cement%s: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", f" {body.name}" if c.multilevel else "",
              r.volume_mL, cement.volume_source, cement.material.name, r.fill_pct, r.endplate_contact)
+
+
+def _cement_compartment(c: _Context, body: Structure, level: str | None) -> Structure | None:
+    """At a sacral level, the bone the cement may fill without a leak: the body and the sacral bone around it.
+
+    The sacral body's cancellous bone continues into the lateral masses (the ala) without a cortex, so cement
+    that spreads there has not leaked (sacroplasty fills the ala).  The compartment is the bone of the
+    structures named for the sacrum (``sacral_bone``, TotalSegmentator's ``sacrum``) less the neural canals
+    (canal, cauda, foramina: cement there is a leak) and the other levels' bodies.  None elsewhere, or when
+    no sacral bone structure is given.
+    """
+    if not (level and str(level).upper().startswith("S")):
+        return None
+    sacral = [x for x in c.structures.by_role(Role.BONE) if "sacr" in x.name.lower() and not x.is_empty]
+    if not sacral:
+        return None
+    grid = c.grid
+    ext = np.logical_or.reduce([x.mask_on(grid) for x in sacral])
+    for x in c.structures.values():
+        if x.role == Role.CANAL or (x.role == Role.VERTEBRAL_BODY and x.name != body.name):
+            ext &= ~x.mask_on(grid)
+    if not (ext & ~body.mask_on(grid)).any():
+        return None
+    return Structure(f"{body.name}+ala", Role.VERTEBRAL_BODY, ext, grid)
 
 
 def _slots(c: _Context) -> None:

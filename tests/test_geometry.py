@@ -52,3 +52,15 @@ def test_organs_outside_a_dose_grid_are_counted_as_voxel_by_voxel(angles, spacin
     pts = ref.index_to_world(np.argwhere(organ)[:, ::-1].astype(float))
     expected = round(100.0 * float(np.mean(~dose.contains(pts))), 1)
     assert got == {"cord": expected}
+
+
+def test_mask_bbox_is_the_box_of_the_voxels():
+    from seedplan.geometry import mask_bbox
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        m = rng.random((9, 11, 13)) < rng.uniform(0.0005, 0.05)
+        idx = np.argwhere(m)
+        expect = None if not len(idx) else (tuple(int(v) for v in idx.min(0)), tuple(int(v) for v in idx.max(0)))
+        assert mask_bbox(m) == expect
+    assert mask_bbox(np.zeros((3, 4, 5), bool)) is None

@@ -21,7 +21,7 @@ import numpy as np
 from . import _validate as v
 from .errors import GeometryError, InputError
 
-__all__ = ["Grid", "distance_near"]
+__all__ = ["Grid", "distance_near", "mask_bbox"]
 
 
 def _vector3(value: Any, name: str, *, positive: bool = False) -> tuple[float, float, float]:
@@ -223,6 +223,21 @@ class Grid:
         return Grid(self.origin, sp, n, self.direction_matrix)
 
 
+def mask_bbox(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """``(lo, hi)`` voxel indices (z, y, x, inclusive) of the bounding box of a 3D mask; None when it is empty.
+
+    From the mask's projections (``any`` over two axes, the last two in the first one's range only), not an
+    index list of its voxels: a large structure costs a few passes over its slab, not an ``argwhere``.
+    """
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    sub = mask[zs[0]:zs[-1] + 1]
+    ys = np.flatnonzero(sub.any(axis=(0, 2)))
+    xs = np.flatnonzero(sub[:, ys[0]:ys[-1] + 1].any(axis=(0, 1)))
+    return (int(zs[0]), int(ys[0]), int(xs[0])), (int(zs[-1]), int(ys[-1]), int(xs[-1]))
+
+
 def distance_near(mask: np.ndarray, spacing_zyx: Sequence[float], max_mm: float
                   ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
     """The distance (mm) of every voxel to ``mask`` within its bounding box grown by ``max_mm``.
@@ -235,12 +250,12 @@ def distance_near(mask: np.ndarray, spacing_zyx: Sequence[float], max_mm: float
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
+    bb = mask_bbox(mask)
+    if bb is None:
         return None
     sp = np.asarray(spacing_zyx, dtype=float)
-    idx = np.argwhere(mask)
     pad = np.ceil(float(max_mm) / sp).astype(int) + 1
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    lo = np.maximum(np.array(bb[0]) - pad, 0)
+    hi = np.minimum(np.array(bb[1]) + pad + 1, mask.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     return box, ndimage.distance_transform_edt(~mask[box], sampling=sp)  # type: ignore[return-value]

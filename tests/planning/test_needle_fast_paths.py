@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage
 
 from seedplan.errors import PlanningError
-from seedplan.geometry import Grid
+from seedplan.geometry import Grid, mask_bbox
 from seedplan.planning import _raycast as rc
 from seedplan.planning import needles as N
 
@@ -166,7 +166,7 @@ def test_bbox_argwhere_and_cross():
     for _ in range(30):
         m = rng.random((9, 11, 13)) < rng.uniform(0, 0.05)
         np.testing.assert_array_equal(N._argwhere(m), np.argwhere(m))
-        bb = rc.mask_bbox(m)
+        bb = mask_bbox(m)
         if m.any():
             idx = np.argwhere(m)
             assert bb == (tuple(idx.min(0)), tuple(idx.max(0)))

@@ -38,7 +38,7 @@ import numba as nb
 import numpy as np
 
 from ..errors import GeometryError, InputError, InputTypeError, ResourceError
-from ..geometry import Grid
+from ..geometry import Grid, mask_bbox
 
 __all__ = [
     "DEFAULT_POINTS_PER_MM3",
@@ -75,19 +75,6 @@ def _check_mask(mask: Any, grid: Grid, name: str) -> np.ndarray:
     if not arr.any():
         raise InputError(f"mask of {name} is empty: a structure needs at least one voxel")
     return arr
-
-
-def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive (k, j, i) bounds of a non-empty mask, from its projections (no index list of the whole grid)."""
-    lo, hi = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
-    k = np.flatnonzero(mask.any(axis=(1, 2)))
-    lo[0], hi[0] = k[0], k[-1]
-    sub = mask[k[0] : k[-1] + 1]
-    j = np.flatnonzero(sub.any(axis=(0, 2)))
-    lo[1], hi[1] = j[0], j[-1]
-    i = np.flatnonzero(sub[:, j[0] : j[-1] + 1].any(axis=(0, 1)))
-    lo[2], hi[2] = i[0], i[-1]
-    return lo, hi
 
 
 def subdivisions_for(
@@ -292,7 +279,7 @@ class MaskSampler:
         self.grid = grid
         full = _check_mask(mask, grid, name)
         # work on the mask's bounding box + 2 voxels (all-False border), not the whole CT grid
-        self.bbox_kji = _bbox(full)  # inclusive, global voxel indices
+        self.bbox_kji = tuple(np.array(b, dtype=np.int64) for b in mask_bbox(full))  # inclusive, global voxel indices
         lo = np.maximum(self.bbox_kji[0] - 2, 0)
         hi = np.minimum(self.bbox_kji[1] + 2, np.array(grid.shape) - 1)
         self.mask = full[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]

@@ -18,6 +18,8 @@ import numba as nb
 import numpy as np
 from scipy import ndimage
 
+from ..geometry import mask_bbox
+
 __all__ = [
     "label_field",
     "DistanceBoxes",
@@ -151,17 +153,6 @@ def distance_maps(
 #: Distance transforms already computed, by mask content: one plan asks for the same obstacles twice (seed
 #: needles, then vertebroplasty needles).
 _DISTANCES: dict[bytes, tuple[tuple[slice, ...], np.ndarray]] = {}
-
-
-def mask_bbox(m: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """``(lo, hi)`` voxel indices (z, y, x, inclusive) of the bounding box of ``m``; None when it is empty."""
-    zs = np.flatnonzero(m.any(axis=(1, 2)))
-    if zs.size == 0:
-        return None
-    sub = m[zs[0]:zs[-1] + 1]
-    ys = np.flatnonzero(sub.any(axis=(0, 2)))
-    xs = np.flatnonzero(sub.any(axis=(0, 1)))
-    return (int(zs[0]), int(ys[0]), int(xs[0])), (int(zs[-1]), int(ys[-1]), int(xs[-1]))
 
 
 def _bounded_distance(m: np.ndarray, sp: tuple[float, ...], cap_mm: float,

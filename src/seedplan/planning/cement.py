@@ -549,7 +549,7 @@ def simulate_cement(
                 f"needle_tips_mm[{t}] = ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm lies outside the vertebral body mask; "
                 "PVP needle tips must be inside the vertebral body"
             )
-    from ._raycast import mask_bbox
+    from ..geometry import mask_bbox
 
     hu_all = ct.hu
     vb_lo, vb_hi = mask_bbox(vb)  # vb is not empty (checked above)
@@ -1010,7 +1010,7 @@ def _outside(cement: np.ndarray, vb: np.ndarray, grid: Grid, organs: Sequence[St
 
     from scipy.spatial import cKDTree
 
-    from ._raycast import mask_bbox
+    from ..geometry import mask_bbox
 
     def crop(bb):  # the voxels of a bounding box
         return tuple(slice(a, b + 1) for a, b in zip(*bb))

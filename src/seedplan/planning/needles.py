@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import GeometryError, InputError, PlanningError
-from ..geometry import Grid
+from ..geometry import Grid, mask_bbox
 from ..plan import Needle, NeedleConstraints
 from . import _raycast as rc
 
@@ -404,7 +404,7 @@ class _Scene:
 
 def _argwhere(mask: np.ndarray) -> np.ndarray:
     """``np.argwhere(mask)`` (the same rows in the same order), searched in the mask's bounding box only."""
-    bb = rc.mask_bbox(mask)
+    bb = mask_bbox(mask)
     if bb is None:
         return np.zeros((0, 3), np.int64)
     lo, hi = bb

@@ -1,5 +1,5 @@
 """Several adjacent levels planned as one implant (L5 + S1): needles and cement per level, the seeds optimised
-jointly on the union of the targets, per-level and combined metrics and goals."""
+jointly to each level's goals, per-level and combined metrics."""
 
 
 import numpy as np

@@ -265,14 +265,14 @@ def _anatomy(c: _Context) -> None:
     for t in c.targets:
         s, found = derive_anatomy(c.ct, s, target=t)
         notes.extend(n for n in found if n not in notes)
-    if c.multilevel:  # several lesions planned as one implant: the seeds are optimised on their union
+    if c.multilevel:  # several lesions as one implant: the seeds optimised on their union, to each one's goals
         if COMBINED_TARGET not in s:
             union = np.logical_or.reduce([t.mask_on(grid) for t in c.targets])
             s = StructureSet([*s.values(), Structure(
                 COMBINED_TARGET, Role.TARGET, union, grid,
                 derived="the union of " + ", ".join(t.name for t in c.targets) + ": the levels planned as one implant")])
         c.notes.append(f"{len(c.targets)} targets planned as one implant ({', '.join(t.name for t in c.targets)}): "
-                       "needles and cement per level, the seeds optimised on their union")
+                       "needles and cement per level, the seeds optimised together to each level's goals")
         log.info(c.notes[-1])
     c.structures = s
     c.target = s[COMBINED_TARGET] if c.multilevel else c.targets[0]

@@ -717,10 +717,16 @@ def rasterize_polygons(polygons_ij: Iterable[np.ndarray], shape_yx: tuple[int, i
     ia = np.clip(np.ceil(xa), 0, nx).astype(np.int64)
     ib = np.clip(np.ceil(xb), 0, nx).astype(np.int64)
     keep = ib > ia
-    diff = np.zeros((ny, nx + 1), dtype=np.int32)
-    np.add.at(diff, (ja[keep], ia[keep]), 1)
-    np.add.at(diff, (ja[keep], ib[keep]), -1)
-    out = np.cumsum(diff[:, :nx], axis=1) % 2 == 1
+    if not keep.any():
+        return out
+    ja, ia, ib = ja[keep], ia[keep], ib[keep]
+    # only the box of the runs is filled (the rest stays outside): rows r0..r1, columns c0..c1
+    r0, r1 = int(ja.min()), int(ja.max()) + 1
+    c0, c1 = int(ia.min()), int(ib.max())
+    diff = np.zeros((r1 - r0, c1 - c0 + 1), dtype=np.int32)
+    np.add.at(diff, (ja - r0, ia - c0), 1)
+    np.add.at(diff, (ja - r0, ib - c0), -1)
+    out[r0:r1, c0:c1] = np.cumsum(diff[:, :-1], axis=1) % 2 == 1
     return out
 
 
@@ -733,6 +739,53 @@ _INTERPRETED_ROLES = {
     "ORGAN": Role.OAR,
     "OAR": Role.OAR,
 }
+
+
+#: (3006,0050) ContourData: the (x, y, z) triplets of a contour, DS values.
+_CONTOUR_DATA_TAG = 0x30060050
+
+
+def _contour_points_mm(contour: Any) -> np.ndarray:
+    """The ContourData of one ContourSequence item as an ``(n, 3)`` array of LPS mm.
+
+    The element is read as it was stored in the file when pydicom has not converted it yet: its text is
+    stripped and split as pydicom's DS conversion does and each value parsed by :class:`float`, which gives
+    the very numbers of pydicom's conversion without its per-value validation and objects (most of the time
+    of reading a large RTSTRUCT).  An element pydicom has already converted (a dataset built in memory) is
+    read through its values.
+
+    Parameters
+    ----------
+    contour : pydicom.dataset.Dataset
+        An item of an ROIContourSequence's ContourSequence.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 3)`` float64 points (x, y, z) in mm.
+
+    Raises
+    ------
+    AttributeError
+        The item has no ContourData.
+    TypeError, ValueError
+        The value is empty, holds a value that is not a number, or its number of values is not a
+        multiple of 3.
+    """
+    elem = contour.get_item(_CONTOUR_DATA_TAG)
+    if elem is None:
+        raise AttributeError("no ContourData")
+    value = elem.value
+    if isinstance(value, (bytes, bytearray, memoryview)):  # as stored: DS values separated by "\\"
+        if not len(value):
+            raise TypeError("empty ContourData")  # pydicom: None
+        text = bytes(value).decode("latin-1").strip().rstrip(" \x00")  # the text pydicom splits
+        if not text:
+            return np.zeros((0, 3))  # pydicom: one empty value, no number
+        values = [float(v) for v in text.split("\\")]
+    else:  # already converted (MultiValue of DSfloat; None when empty; a single value is not a contour)
+        values = [float(v) for v in value]
+    return np.asarray(values, dtype=float).reshape(-1, 3)
 
 
 def load_rtstruct(
@@ -848,7 +901,7 @@ def load_rtstruct(
                 skipped += 1
                 continue
             try:
-                pts = np.asarray([float(v) for v in c.ContourData], dtype=float).reshape(-1, 3)
+                pts = _contour_points_mm(c)
             except (AttributeError, TypeError, ValueError):
                 raise FileFormatError(f"RTSTRUCT {p}: ROI {name!r} has a contour with invalid ContourData") from None
             if pts.shape[0] < 3:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import InputError
-from .slices import structure_color
+from .slices import PNG_COMPRESS_LEVEL, structure_color
 
 __all__ = ["plot_dvh"]
 
@@ -100,5 +100,5 @@ def plot_dvh(
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=True)
     out = Path(path)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=fig.dpi)
+        fig.savefig(tmp, format="png", dpi=fig.dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return out

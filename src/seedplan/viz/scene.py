@@ -24,7 +24,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..errors import InputError, InputTypeError
 from ..geometry import Grid
-from .slices import _NEEDLE_COLOR, _PVP_COLOR, isodose_color, structure_color
+from .slices import _NEEDLE_COLOR, _PVP_COLOR, PNG_COMPRESS_LEVEL, isodose_color, structure_color
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyvista
@@ -765,7 +765,7 @@ def render_views(
             img = pl.screenshot(return_img=True)
             path = out / f"{prefix}_{v}.png"
             with atomic_path(path) as tmp:
-                Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG")
+                Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
             paths[v] = path
     finally:
         pl.close()

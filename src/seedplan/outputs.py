@@ -132,7 +132,8 @@ def write_plan_outputs(result: Any, out_dir: Path, *, ct: Any = None, structures
     ``metrics.json`` and ``dvh.csv``; ``cement.nrrd`` (the planned cement, 0/1
     on the CT grid) when cement was planned.  With the CT and structures (and
     ``review``), also the 3D views ``view3d_*.png``, the slice and DVH PNGs,
-    ``report.html`` and the DICOM RT export in ``dicom/``.
+    ``report.html`` and the DICOM RT export in ``dicom/``; on Linux with two cores or more the 3D views
+    are rendered in a forked child process meanwhile (:mod:`seedplan._forked`).
     """
     plan = result.plan
     out = Path(out_dir)
@@ -148,21 +149,28 @@ def write_plan_outputs(result: Any, out_dir: Path, *, ct: Any = None, structures
     if plan.cement is not None:
         files["cement"] = write_volume(plan.cement.grid, plan.cement.mask.astype(np.uint8), out / "cement.nrrd")
     if review and ct is not None and structures is not None:
+        from ._forked import forked_call
         from .io.dicom import export_plan_dicom
-        from .io.report import write_plan_report
+        from .io.report import write_plan_figures, write_plan_report
         from .viz.scene import render_views
 
         shown = plan_structures(plan, structures, cement=True)  # outlined in the slices, exported in RTSTRUCT
         log.info("rendering the 3D views (off-screen)")
-        views = render_views(plan, ct, plan_structures(plan, structures), out, result.dose_grid, result.dose_Gy,
-                             cement=None if plan.cement is None else plan.cement.structure())
+        # the 3D views (VTK) in a child process on the other core while this one writes DICOM and the figures;
+        # in this process when that is not possible (VTK already loaded here, one core, other threads...)
+        with forked_call(render_views, plan, ct, plan_structures(plan, structures), out, result.dose_grid,
+                         result.dose_Gy, cement=None if plan.cement is None else plan.cement.structure(),
+                         avoid_modules=("vtkmodules",)) as views_call:
+            log.info("exporting DICOM RT (RTPLAN, RTDOSE, RTSTRUCT)")
+            dicom = export_plan_dicom(plan, out / "dicom", ct=ct, structures=structures,
+                                      dose=(result.dose_grid, result.dose_Gy))
+            log.info("rendering slice views, DVH and report.html")
+            figures = write_plan_figures(result, ct, shown, out)
+            views = views_call.result()
         files.update({f"view3d_{k}": v for k, v in views.items()})
-        log.info("exporting DICOM RT (RTPLAN, RTDOSE, RTSTRUCT)")
-        dicom = export_plan_dicom(plan, out / "dicom", ct=ct, structures=structures,
-                                  dose=(result.dose_grid, result.dose_Gy))
         files.update({f"dicom_{k}": v for k, v in dicom.items()})
-        log.info("rendering slice views, DVH and report.html")
-        report = write_plan_report(result, ct, shown, out, images={f"3D {k} view": v for k, v in views.items()})
+        report = write_plan_report(result, ct, shown, out, images={f"3D {k} view": v for k, v in views.items()},
+                                   figures=figures)
         files.update({(k if k not in files else f"{k}_png"): v for k, v in report.items()})
     log.info("wrote %d files to %s", len(files), out)
     return files

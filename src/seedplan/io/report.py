@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..plan import Plan
 from .plan_table import plan_table_rows
 
-__all__ = ["write_report", "write_plan_report", "report_html"]
+__all__ = ["write_report", "write_plan_report", "write_plan_figures", "report_html"]
 
 _SLICE_KEYS = ("axial", "sagittal", "coronal")
 _DVH_KEY = "dvh"
@@ -571,8 +571,35 @@ def write_report(result_or_plan: Any, out_path: str | Path, *, images: Mapping[s
                                                    sections=sections))
 
 
+def write_plan_figures(result: Any, ct: Any, structures: Any, out_dir: str | Path,
+                       **slice_kwargs: Any) -> dict[str, Path]:
+    """Render the report's figures into ``out_dir``: the slice views and the DVH (PNG).
+
+    Parameters
+    ----------
+    result, ct, structures, out_dir, **slice_kwargs
+        See :func:`write_plan_report`.
+
+    Returns
+    -------
+    dict
+        ``"axial"``, ``"sagittal"``, ``"coronal"`` and ``"dvh"`` -> path.
+    """
+    from ..viz.dvh_plot import plot_dvh
+    from ..viz.slices import render_slice_views
+
+    out = Path(out_dir)
+    plan = _plan_of(result)
+    paths: dict[str, Path] = dict(render_slice_views(ct, structures, plan, result.dose_grid, result.dose_Gy, out,
+                                                     **slice_kwargs))
+    roles = {s.name: s.role for s in structures.values()} if structures is not None else None
+    paths["dvh"] = plot_dvh(result.evaluation, plan.prescription.dose_Gy, out / "dvh.png", roles=roles)
+    return paths
+
+
 def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path, *,
-                      images: Mapping[str, str | Path] | None = None, **slice_kwargs: Any) -> dict[str, Path]:
+                      images: Mapping[str, str | Path] | None = None,
+                      figures: Mapping[str, Path] | None = None, **slice_kwargs: Any) -> dict[str, Path]:
     """Render the slice views and the DVH into ``out_dir`` and write ``report.html``.
 
     Parameters
@@ -585,6 +612,9 @@ def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path
     out_dir : path-like
     images : mapping, optional
         Extra PNGs (e.g. 3D screenshots) to embed.
+    figures : mapping, optional
+        What :func:`write_plan_figures` returned for these arguments, when it was called already (in
+        another process, beside other work): the figures are not drawn again.
     **slice_kwargs
         Passed to :func:`~seedplan.viz.slices.render_slice_views`.
 
@@ -593,15 +623,10 @@ def write_plan_report(result: Any, ct: Any, structures: Any, out_dir: str | Path
     dict
         ``"axial"``, ``"sagittal"``, ``"coronal"``, ``"dvh"`` and ``"report"`` -> path.
     """
-    from ..viz.dvh_plot import plot_dvh
-    from ..viz.slices import render_slice_views
-
     out = Path(out_dir)
     plan = _plan_of(result)
-    paths: dict[str, Path] = dict(render_slice_views(ct, structures, plan, result.dose_grid, result.dose_Gy, out,
-                                                     **slice_kwargs))
-    roles = {s.name: s.role for s in structures.values()} if structures is not None else None
-    paths["dvh"] = plot_dvh(result.evaluation, plan.prescription.dose_Gy, out / "dvh.png", roles=roles)
+    paths: dict[str, Path] = dict(figures) if figures is not None else write_plan_figures(
+        result, ct, structures, out, **slice_kwargs)
     all_images: dict[str, Path] = dict(paths)
     for k, v in (images or {}).items():
         all_images[k] = Path(v)

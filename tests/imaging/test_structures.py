@@ -237,3 +237,22 @@ def test_mask_geometry_mismatch(phantom2, tmp_path):
     assert res.volume_cm3 == pytest.approx(coarse.volume_cm3, rel=0.05)
     with pytest.raises(FileFormatError, match="missing.nii"):
         load_mask(tmp_path / "missing.nii", "x", "oar")
+
+
+def test_label_map_combinations_are_those_of_unique_on_the_bit_codes():
+    """The incremental combination ids give np.unique's sorted codes, inverse and voxels exactly."""
+    from seedplan.imaging.structures import _combinations
+
+    rng = np.random.default_rng(1)
+    g = Grid((0, 0, 0), (1, 1, 1), (20, 18, 16))
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        structs = [Structure(f"s{b}", Role.OAR, rng.random(g.shape) < rng.uniform(0.0, 0.6), g) for b in range(n)]
+        code = np.zeros(g.shape, np.uint64)
+        for b, s in enumerate(structs):
+            code[s.mask] |= np.uint64(1) << np.uint64(b)
+        flat = code.reshape(-1)
+        voxels = np.flatnonzero(flat)
+        combos, inverse = np.unique(flat[voxels], return_inverse=True)
+        got = _combinations(structs, g.shape)
+        assert np.array_equal(got[0], combos) and np.array_equal(got[1], inverse) and np.array_equal(got[2], voxels)

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -948,6 +948,50 @@ def load_rtstruct(
 
 
 # ============================================================================= writers
+def _combinations(structs: Sequence[Structure], shape: tuple[int, int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which structures hold each voxel, as ``(combos, inverse, voxels)``.
+
+    ``combos``: the distinct bit codes (bit ``b`` = ``structs[b]``) of the voxels of at least one structure,
+    ascending; ``voxels``: those voxels' flat indices, ascending; ``inverse``: each one's index in ``combos``
+    -- what ``np.unique(code[voxels], return_inverse=True)`` gives, without sorting millions of codes.  Each
+    voxel carries a small combination id that every structure, in turn, moves on to ``id | bit`` over its
+    own voxels only.
+    """
+    ids = np.zeros(int(np.prod(shape)), dtype=np.int32)  # 0: no structure
+    codes = [0]
+    index = {0: 0}
+    for b, st in enumerate(structs):
+        where = np.flatnonzero(st.mask.reshape(-1))
+        if not where.size:
+            continue
+        cur = ids[where]
+        present = np.flatnonzero(np.bincount(cur, minlength=len(codes)))
+        moved = {}
+        for i in present:
+            c = codes[i] | (1 << b)
+            if c not in index:
+                index[c] = len(codes)
+                codes.append(c)
+            moved[int(i)] = index[c]
+        remap = np.zeros(len(codes), dtype=np.int32)
+        for i, j in moved.items():
+            remap[i] = j
+        ids[where] = remap[cur]
+    voxels = np.flatnonzero(ids)
+    order = np.argsort(np.array(codes[1:], dtype=np.uint64), kind="stable")
+    rank = np.zeros(len(codes), dtype=np.int64)
+    rank[order + 1] = np.arange(len(order))
+    combos = np.array(codes[1:], dtype=np.uint64)[order]
+    inverse = rank[ids[voxels]]
+    present = np.bincount(inverse, minlength=len(combos)) > 0  # combinations a later structure took over
+    if not present.all():
+        keep = np.flatnonzero(present)
+        shift = np.cumsum(present) - 1
+        combos, inverse = combos[keep], shift[inverse]
+    return combos, inverse, voxels
+
+
 def write_label_map(
     structures: StructureSet | Iterable[Structure],
     path_nii_gz: str | os.PathLike[str],
@@ -1000,12 +1044,7 @@ def write_label_map(
     else:
         legend = Path(legend_path)
     volumes = np.array([s.n_voxels for s in structs])
-    code = np.zeros(grid.shape, dtype=np.uint64)
-    for b, s in enumerate(structs):
-        code[s.mask] |= np.uint64(1) << np.uint64(b)
-    flat = code.reshape(-1)
-    nz_idx = np.flatnonzero(flat)
-    combos, inverse = np.unique(flat[nz_idx], return_inverse=True)
+    combos, inverse, nz_idx = _combinations(structs, grid.shape)
     # label value for each combination: the index (1-based) of its smallest
     # structure for that structure's most common combination, extra values after.
     counts = np.bincount(inverse, minlength=combos.size)
@@ -1026,7 +1065,7 @@ def write_label_map(
             value_of[ci] = extra
             extra += 1
     dtype = np.uint8 if extra <= 255 else np.uint16
-    lab = np.zeros(flat.shape, dtype=dtype)
+    lab = np.zeros(int(np.prod(grid.shape)), dtype=dtype)
     lab[nz_idx] = value_of[inverse].astype(dtype)
     lab = lab.reshape(grid.shape)
 

@@ -208,3 +208,15 @@ def test_a_missed_coverage_names_what_held_it_back():
     assert "target V100_pct >= 95" in plan.results["failed_goals"]
     assert any(n.startswith("coverage goals missed") and "no organ at its limit: the 1 seed needle reach" in n
                for n in plan.notes)
+
+
+def test_a_missed_hot_spot_limit_says_what_the_activity_trials_showed():
+    ph = make_spine_phantom(level="L3", lesion_diameter_mm=30.0, spacing_mm=2.0)
+    plan = plan_case(ph.ct, ph.structures, Prescription(v200_limit_pct=20.0)).plan
+    assert plan.results["failed_goals"] == ["target V200_pct <= 20"]
+    note = next(n for n in plan.notes if n.startswith("hot-spot goals missed (target V200_pct <= 20)"))
+    kept = [t for t in plan.optimiser["activity_trials"] if not any(" < " in f for f in t["failed_goals"])]
+    v200 = [t["target V200_pct"] for t in kept]
+    assert kept and all(v > 19.0 for v in v200)  # none of them kept the hot-spot aim either
+    assert f"left target V200 at {min(v200):.1f}-{max(v200):.1f} %" in note
+    assert not any(n.startswith("coverage goals missed") for n in plan.notes)

@@ -770,10 +770,11 @@ def _evaluation(c: _Context) -> None:
         corrected = corrected_dose_metrics(c.plan, c.ct, c.structures)
         c.timings["evaluation:corrected_dose"] = round(time.perf_counter() - t0, 3)
     metrics = plan_metrics(c.plan, c.evaluation, corrected=corrected)
-    note = _coverage_note(c, metrics)
-    if note:
-        log.info(note)
-        c.plan = replace(c.plan, notes=c.plan.notes + (note,))
+    notes = tuple(n for n in (_coverage_note(c, metrics), _hot_spot_note(c, metrics)) if n)
+    if notes:
+        for note in notes:
+            log.info(note)
+        c.plan = replace(c.plan, notes=c.plan.notes + notes)
         metrics = plan_metrics(c.plan, c.evaluation, corrected=corrected)
     c.plan = c.plan.with_results(metrics)
 
@@ -817,6 +818,33 @@ def _coverage_note(c: _Context, metrics: Mapping[str, Any]) -> str | None:
     n = len(c.plan.needles)
     return (f"{head} with no organ at its limit: the {n} seed needle{'s' if n != 1 else ''} reach too little of "
             "the target (more needles, other angles or a drill/coaxial access may open other paths)")
+
+
+def _hot_spot_note(c: _Context, metrics: Mapping[str, Any]) -> str | None:
+    """When a hot-spot goal (V150, V200) is missed with every coverage goal met: what the optimiser's activity
+    trials show (none kept both; the lowest activity that kept the coverage and its hot-spot volumes).  None
+    otherwise."""
+    results = {g["goal"]: g for g in metrics.get("goals") or []}
+    goals = {g.label: g for g in c.presc.goals_for_metrics(metrics)}
+    target = [lb for lb in results if lb in goals and goals[lb].group == "target"]
+    missed = [lb for lb in target if not results[lb]["passed"] and not goals[lb].at_least]
+    if not missed or any(not results[lb]["passed"] for lb in target if goals[lb].at_least) or c.solution is None:
+        return None
+    trials = [t for t in c.solution.trials if not any(" < " in f for f in t.get("failed_goals", ()))]
+    head = f"hot-spot goals missed ({', '.join(missed)}) with the coverage met"
+    acts = [t["activity_mCi"] for t in c.solution.trials]
+    if not trials:
+        return f"{head}: no seed activity tried ({min(acts):g}-{max(acts):g} mCi) kept the coverage on the optimiser's samples"
+    values = []
+    for lb in missed:
+        key = f"{goals[lb].structure} {goals[lb].metric}"
+        got = [t[key] for t in trials if key in t]
+        if got:
+            values.append(f"{goals[lb].structure} {goals[lb].metric.split('_')[0]} at {min(got):.1f}-{max(got):.1f} %")
+    kept = sorted({t["activity_mCi"] for t in trials})
+    return (f"{head}: no seed activity tried ({min(acts):g}-{max(acts):g} mCi) kept both on the optimiser's samples; "
+            f"those that kept the coverage ({', '.join(f'{a:g}' for a in kept)} mCi) left " + ", ".join(values)
+            + ": fewer, weaker or farther-apart seeds lose coverage before the hot spots shrink")
 
 
 STEPS = (_anatomy, _needles, _vertebroplasty, _slots, _seeds, _plan, _dose, _evaluation)

@@ -49,6 +49,7 @@ import datetime as _dt
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -485,9 +486,12 @@ def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level
     organs = [x for x in s.values() if x.role in (Role.OAR, Role.CANAL) and not x.is_empty]
     volume = opt.cement_volume_mL
     try:
-        cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target, level=level if c.multilevel else None,
-                             volume_mL=volume, material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model],
-                             organs=organs, compartment=_cement_compartment(c, body, level))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cement = plan_cement(c.ct, body, [n.tip for n in pvp], lesion=target,
+                                 level=level if c.multilevel else None, volume_mL=volume,
+                                 material=opt.cement_material, model=CEMENT_MODELS[opt.cement_model],
+                                 organs=organs, compartment=_cement_compartment(c, body, level))
     except InputError as exc:
         if opt.cement_volume_mL is not None:  # a volume the user asked for and cannot have: say so and stop
             raise
@@ -496,6 +500,15 @@ def _vertebroplasty_level(c: _Context, body: Structure, target: Structure, level
         c.notes.append(where + f"cement not planned: {exc}")
         log.warning(c.notes[-1])
         return
+    for w in caught:
+        text = str(w.message)
+        if text.startswith("simulate_cement: needle_tips_mm"):  # the planner's own tip in dense bone: a plan note
+            tip = text.split("needle_tips_mm[", 1)[1].split("]", 1)[0]
+            c.notes.append(where + f"vertebroplasty needle {pvp[int(tip)].label}: its tip"
+                           + text.split("]", 1)[1].replace(" lies in", " is in", 1))
+            log.info(c.notes[-1])
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     c.cements.append(cement)
     r = cement.result
     log.info("cement%s: %.1f mL (%s) of %s, fill %.1f %%, endplates %s", f" {body.name}" if c.multilevel else "",

@@ -829,8 +829,17 @@ def _coverage_note(c: _Context, metrics: Mapping[str, Any]) -> str | None:
         return (f"{head}: held back by the organ limits {'; '.join(binding)}: the seeds that would cover the "
                 "rest of the target would take these organs over their limits")
     n = len(c.plan.needles)
-    return (f"{head} with no organ at its limit: the {n} seed needle{'s' if n != 1 else ''} reach too little of "
-            "the target (more needles, other angles or a drill/coaxial access may open other paths)")
+    why = (f"the {n} seed needle{'s' if n != 1 else ''} reach too little of the target (more needles, other "
+           "angles or a drill/coaxial access may open other paths)")
+    canal = [m for name, m in c.forbidden.items() if c.structures[name].role == Role.CANAL]
+    keep_mm = c.presc.min_seed_canal_distance_mm
+    if canal:  # the slots' own exclusion (_slots)
+        close = int((c.target_mask & _near(np.logical_or.reduce(canal), c.grid, keep_mm, strict=True)).sum())
+        pct = 100.0 * close / max(int(c.target_mask.sum()), 1)
+        if pct >= 5.0:
+            why += (f"; {pct:.0f} % of the target lies within {keep_mm:g} mm of the canal, where no seed is "
+                    "placed (min_seed_canal_distance_mm)")
+    return f"{head} with no organ at its limit: {why}"
 
 
 def _hot_spot_note(c: _Context, metrics: Mapping[str, Any]) -> str | None:

@@ -36,7 +36,7 @@ def test_a_blastic_s1_lesion_is_planned_within_the_cauda_and_root_limits():
     # the cement fills the body and the ala beside it (no cortex between them: not a leak), within the study's
     # 2-9 mL, and none of it in a neural canal
     cm = m["cement"]
-    assert cm["compartment"] == "vertebral_body_S1+ala" and 2.0 <= cm["volume_mL"] <= 9.0
+    assert cm["compartment"] == "vertebral_body_S1+sacrum" and 2.0 <= cm["volume_mL"] <= 9.0
     assert cm["leak_flags"]["outside_body"] is None
     for s in ph.structures.values():
         if s.role.value == "canal":

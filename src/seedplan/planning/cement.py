@@ -797,7 +797,8 @@ class CementPlan:
     capped, outside : mapping
         The cap at a leak flag; the cement outside the body (or compartment) and the nearest organ.
     compartment : str or None
-        The bone the cement filled when more than the body (the body and its sacral ala).
+        The bone the cement could fill when more than the body (at a sacral level: the sacrum less the
+        neural canals and the other levels' bodies).
     """
 
     vertebral_body: str
@@ -931,10 +932,11 @@ def plan_cement(
         :data:`LEAK_CAP_FLAGS` trips (the front leaves the vertebral body), and say so.  A requested volume is never changed: its tripped flags
         are reported as warnings.
     compartment : Structure, optional
-        The bone the cement may fill without a leak, if more than the body: at a sacral level the body
-        and its lateral masses (the ala), whose cancellous bone continues the body's without a cortex
-        (:func:`sacral_compartment`).  The fill, the flags and the cement outside are then the
-        compartment's; the recommended volume stays the body's.
+        The bone the cement may fill without a leak, if more than the body: at a sacral level the
+        planner passes the sacrum less the neural canals and the other levels' bodies (the body's
+        cancellous bone continues into the ala without a cortex).  The leak flags and the cement outside
+        are then the compartment's; the fill, cross-section and endplate figures and the recommended
+        volume stay the body's.
 
     Returns
     -------

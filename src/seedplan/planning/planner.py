@@ -536,7 +536,7 @@ def _cement_compartment(c: _Context, body: Structure, level: str | None) -> Stru
             ext &= ~x.mask_on(grid)
     if not (ext & ~body.mask_on(grid)).any():
         return None
-    return Structure(f"{body.name}+ala", Role.VERTEBRAL_BODY, ext, grid)
+    return Structure(f"{body.name}+sacrum", Role.VERTEBRAL_BODY, ext, grid)
 
 
 def _slots(c: _Context) -> None:

@@ -15,9 +15,10 @@ import logging
 import os
 from typing import Any
 
+from . import _validate as v
 from .errors import InputError
 
-__all__ = ["WORKER_ENV", "QuietDask", "default_workers", "open_client"]
+__all__ = ["WORKER_ENV", "QuietDask", "cluster_arguments", "default_workers", "open_client"]
 
 #: Environment of the local cluster's worker processes: one thread for OpenMP and BLAS.  Numba is limited
 #: to one thread per task with ``numba.set_num_threads(1)`` (thread-local) rather than NUMBA_NUM_THREADS:
@@ -32,6 +33,15 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cluster_arguments(workers: Any, scheduler: Any, client: Any) -> tuple[int | None, str | None]:
+    """Where to run, checked once: at most one of ``workers`` (a local cluster of that many), ``scheduler``
+    (an address) and ``client``; returns the validated ``(workers, scheduler)``."""
+    if sum(x is not None for x in (workers, scheduler, client)) > 1:
+        raise InputError("give at most one of workers (a local cluster), scheduler (an address) and client")
+    return (None if workers is None else v.integer(workers, "workers", lo=1, hi=512),
+            None if scheduler is None else v.text(scheduler, "scheduler"))
 
 
 def open_client(workers: int | None, scheduler: str | None, processes: bool) -> tuple[Any, Any]:

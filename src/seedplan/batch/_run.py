@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import _validate as v
 from .._atomic import read_json, write_text_atomic
-from .._dask import QuietDask, default_workers, open_client
+from .._dask import QuietDask, cluster_arguments, default_workers, open_client
 from ..errors import InputError, InputTypeError, SeedplanError
 from ._sweep import phantom_recipe, read_sweep, variant_prescription, write_variant_phantom
 
@@ -376,12 +376,7 @@ def run_batch(
     for p in paths:
         if not isinstance(p, (str, os.PathLike)):
             raise InputTypeError(f"cases must be case file paths, got {type(p).__name__} {p!r}")
-    if sum(x is not None for x in (workers, scheduler, client)) > 1:
-        raise InputError("give at most one of workers (a local cluster), scheduler (an address) and client")
-    if workers is not None:
-        workers = v.integer(workers, "workers", lo=1, hi=512)
-    if scheduler is not None:
-        scheduler = v.text(scheduler, "scheduler")
+    workers, scheduler = cluster_arguments(workers, scheduler, client)
     for name, x in (("processes", processes), ("force", force), ("review", review)):
         v.flag(x, name)
     out = Path(out_dir)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate as v
-from .._dask import WORKER_ENV, QuietDask, default_workers, open_client
+from .._dask import WORKER_ENV, QuietDask, cluster_arguments, default_workers, open_client
 from ..errors import InputError, InputTypeError, SeedplanError
 from ..imaging.structures import StructureSet
 from ..plan import Goal, Plan
@@ -308,12 +308,7 @@ def run_robustness(
         raise InputTypeError(f"options must be a RobustnessOptions, got {type(opts).__name__}")
     changes = {k: x for k, x in (("errors", errors), ("scenarios", scenarios), ("seed", seed)) if x is not None}
     opts = replace(opts, **changes) if changes else opts
-    if sum(x is not None for x in (workers, scheduler, client)) > 1:
-        raise InputError("give at most one of workers (a local cluster), scheduler (an address) and client")
-    if workers is not None:
-        workers = v.integer(workers, "workers", lo=1, hi=512)
-    if scheduler is not None:
-        scheduler = v.text(scheduler, "scheduler")
+    workers, scheduler = cluster_arguments(workers, scheduler, client)
     if chunk_size is not None:
         chunk_size = v.integer(chunk_size, "chunk_size", lo=1, hi=100_000)
     v.flag(processes, "processes")
